@@ -1,0 +1,5 @@
+import sys
+
+from hosted_engine.cli.main import main
+
+sys.exit(main())

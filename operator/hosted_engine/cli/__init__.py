@@ -1,0 +1,1 @@
+"""The ``hosted-engine`` command line (also ``kubectl hosted-engine``)."""
