@@ -1,1 +1,8 @@
-"""Thin kopf handlers: parse, ask logic, let adapters act. Importing this package registers them."""
+"""Thin kopf handlers: parse, ask logic, let adapters act. Importing this package registers them.
+
+``hosted-engine run`` imports this package and runs kopf with the handlers it registers.
+"""
+
+from hosted_engine.handlers import startup
+
+__all__ = ["startup"]
