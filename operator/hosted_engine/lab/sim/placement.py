@@ -1,0 +1,265 @@
+"""The kube-scheduler's decisions as pure functions: filters, scores and the choice.
+
+Filters (in the default profile's order, first failing plugin wins per node): NodeUnschedulable,
+TaintToleration (NoSchedule and NoExecute), NodeAffinity (nodeSelector plus required node
+affinity), NodeResourcesFit. Scores (weights as in the default profile): NodeAffinity preferred
+terms x2, TaintToleration PreferNoSchedule x3, NodeResourcesFit LeastAllocated x1 and
+BalancedAllocation x1, each normalised to 0-100. Ties go to the first node name, so runs repeat.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hosted_engine.lab.sim.quantity import to_units
+
+Obj = Mapping[str, Any]
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+# -- resources ------------------------------------------------------------------------------
+
+
+def container_requests(container: Obj) -> dict[str, int]:
+    resources = container.get("resources") or {}
+    requests = dict(resources.get("limits") or {})  # a limit without a request is the request
+    requests.update(resources.get("requests") or {})
+    return {name: to_units(name, value) for name, value in requests.items()}
+
+
+def pod_requests(pod: Obj) -> dict[str, int]:
+    """Effective requests: sum over containers, max with each init container, plus overhead."""
+    spec = pod.get("spec") or {}
+    total: Counter[str] = Counter()
+    for container in spec.get("containers") or []:
+        total.update(container_requests(container))
+    for init in spec.get("initContainers") or []:
+        for name, value in container_requests(init).items():
+            total[name] = max(total[name], value)
+    for name, value in (spec.get("overhead") or {}).items():
+        total[name] += to_units(name, value)
+    result = {name: value for name, value in total.items() if value > 0}
+    result["pods"] = 1
+    return result
+
+
+def node_allocatable(node: Obj) -> dict[str, int]:
+    status = node.get("status") or {}
+    raw = status.get("allocatable") or status.get("capacity") or {}
+    return {name: to_units(name, value) for name, value in raw.items()}
+
+
+def occupies_node(pod: Obj) -> bool:
+    """A bound pod counts against its node until it is terminal (Terminating ones still count)."""
+    return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+
+
+def used_by_node(pods: Iterable[Obj]) -> dict[str, Counter[str]]:
+    used: dict[str, Counter[str]] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and occupies_node(pod):
+            used.setdefault(node, Counter()).update(pod_requests(pod))
+    return used
+
+
+# -- labels, selectors, affinity --------------------------------------------------------------
+
+
+def expression_matches(expr: Obj, values: Mapping[str, str]) -> bool:
+    key = expr.get("key", "")
+    op = expr.get("operator", "")
+    wanted = [str(v) for v in expr.get("values") or []]
+    present = key in values
+    if op == "In":
+        return present and values[key] in wanted
+    if op == "NotIn":
+        return not present or values[key] not in wanted
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and len(wanted) == 1:
+        try:
+            have, bound = int(values[key]), int(wanted[0])
+        except ValueError:
+            return False
+        return have > bound if op == "Gt" else have < bound
+    return False
+
+
+def term_matches(term: Obj, node: Obj) -> bool:
+    """A NodeSelectorTerm: its expressions and fields ANDed; an empty term matches nothing."""
+    exprs = term.get("matchExpressions") or []
+    field_exprs = term.get("matchFields") or []
+    if not exprs and not field_exprs:
+        return False
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    fields = {"metadata.name": meta.get("name", "")}
+    return all(expression_matches(e, labels) for e in exprs) and all(
+        expression_matches(e, fields) for e in field_exprs
+    )
+
+
+def _node_affinity(pod: Obj) -> Obj:
+    return ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+
+
+def matches_node_selection(pod: Obj, node: Obj) -> bool:
+    """nodeSelector and requiredDuringSchedulingIgnoredDuringExecution, both must hold."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    if any(labels.get(k) != v for k, v in selector.items()):
+        return False
+    required = _node_affinity(pod).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is None:
+        return True
+    return any(term_matches(t, node) for t in required.get("nodeSelectorTerms") or [])
+
+
+def preferred_weight(pod: Obj, node: Obj) -> int:
+    terms = _node_affinity(pod).get("preferredDuringSchedulingIgnoredDuringExecution") or []
+    return sum(
+        int(t.get("weight", 0)) for t in terms if term_matches(t.get("preference") or {}, node)
+    )
+
+
+# -- taints and tolerations --------------------------------------------------------------------
+
+
+def toleration_matches(toleration: Obj, taint: Obj) -> bool:
+    effect = toleration.get("effect")
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key")
+    op = toleration.get("operator") or "Equal"
+    if not key:
+        return op == "Exists"  # an empty key with Exists tolerates everything
+    if key != taint.get("key"):
+        return False
+    if op == "Exists":
+        return True
+    return (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def tolerated(tolerations: Sequence[Obj], taint: Obj) -> bool:
+    return any(toleration_matches(t, taint) for t in tolerations)
+
+
+def pod_tolerations(pod: Obj) -> list[Obj]:
+    return list((pod.get("spec") or {}).get("tolerations") or [])
+
+
+def node_taints(node: Obj) -> list[Obj]:
+    return list((node.get("spec") or {}).get("taints") or [])
+
+
+def describe_taint(taint: Obj) -> str:
+    return f"{{{taint.get('key', '')}: {taint.get('value') or ''}}}"
+
+
+# -- filters, scores, choice -------------------------------------------------------------------
+
+
+def filter_reasons(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[str]:
+    """Why ``pod`` cannot go to ``node`` (kube-scheduler's messages); empty when it fits."""
+    tolerations = pod_tolerations(pod)
+    if (node.get("spec") or {}).get("unschedulable") and not tolerated(
+        tolerations, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
+    ):
+        return ["node(s) were unschedulable"]
+    for taint in node_taints(node):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(
+            tolerations, taint
+        ):
+            return [f"node(s) had untolerated taint {describe_taint(taint)}"]
+    if not matches_node_selection(pod, node):
+        return ["node(s) didn't match Pod's node affinity/selector"]
+    allocatable = node_allocatable(node)
+    reasons = []
+    for name, amount in sorted(pod_requests(pod).items()):
+        if used.get(name, 0) + amount > allocatable.get(name, 0):
+            reasons.append("Too many pods" if name == "pods" else f"Insufficient {name}")
+    return reasons
+
+
+def _normalise(raw: Mapping[str, float], reverse: bool = False) -> dict[str, float]:
+    top = max(raw.values(), default=0.0)
+    if top <= 0:
+        return {k: (100.0 if reverse else 0.0) for k in raw}
+    if reverse:
+        return {k: 100.0 - v * 100.0 / top for k, v in raw.items()}
+    return {k: v * 100.0 / top for k, v in raw.items()}
+
+
+def _fractions(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[float]:
+    allocatable = node_allocatable(node)
+    requests = pod_requests(pod)
+    out = []
+    for name in ("cpu", "memory"):
+        alloc = allocatable.get(name, 0)
+        if alloc > 0:
+            out.append(min(1.0, (used.get(name, 0) + requests.get(name, 0)) / alloc))
+    return out
+
+
+def scores(
+    pod: Obj, nodes: Sequence[Obj], used: Mapping[str, Mapping[str, int]]
+) -> dict[str, float]:
+    names = [n["metadata"]["name"] for n in nodes]
+    by_name = dict(zip(names, nodes, strict=True))
+    affinity = _normalise({n: float(preferred_weight(pod, by_name[n])) for n in names})
+    tolerations = pod_tolerations(pod)
+    prefer_no = _normalise(
+        {
+            n: float(
+                sum(
+                    1
+                    for t in node_taints(by_name[n])
+                    if t.get("effect") == "PreferNoSchedule" and not tolerated(tolerations, t)
+                )
+            )
+            for n in names
+        },
+        reverse=True,
+    )
+    total: dict[str, float] = {}
+    for n in names:
+        fractions = _fractions(pod, by_name[n], used.get(n, {}))
+        least = 100.0 * sum(1.0 - f for f in fractions) / len(fractions) if fractions else 0.0
+        balanced = 100.0
+        if len(fractions) == 2:
+            balanced = 100.0 * (1.0 - abs(fractions[0] - fractions[1]) / 2)
+        total[n] = 2 * affinity[n] + 3 * prefer_no[n] + least + balanced
+    return total
+
+
+@dataclass(frozen=True)
+class Decision:
+    node: str | None
+    message: str = ""
+
+
+def schedule(pod: Obj, nodes: Sequence[Obj], used: Mapping[str, Mapping[str, int]]) -> Decision:
+    """The node for ``pod``, or why none fits (the FailedScheduling message)."""
+    feasible: list[Obj] = []
+    failures: Counter[str] = Counter()
+    for node in nodes:
+        reasons = filter_reasons(pod, node, used.get(node["metadata"]["name"], {}))
+        if reasons:
+            failures.update(reasons)
+        else:
+            feasible.append(node)
+    if not feasible:
+        detail = ", ".join(f"{count} {reason}" for reason, count in sorted(failures.items()))
+        message = f"0/{len(nodes)} nodes are available"
+        return Decision(None, f"{message}: {detail}." if detail else f"{message}.")
+    ranked = scores(pod, feasible, used)
+    best = min(ranked, key=lambda name: (-round(ranked[name], 6), name))
+    return Decision(best)
