@@ -1,0 +1,1273 @@
+"""The HostedEngine's HA state machine, in pure code.
+
+``step(settings, memory, observation, now) -> Decision`` is the whole interface. ``memory`` is the
+part of ``status`` the machine keeps between calls; ``Decision`` carries the next memory, typed
+actions for the adapters, and the per-host score table. Nothing here reads the clock, the API or
+the network; the same inputs always give the same outputs, so a restarted operator resumes from
+status exactly where it stopped.
+
+One central operator decides for all hosts (oVirt ran one agent per host, each deciding for
+itself and racing through a sanlock lease). States reuse oVirt's names where they mean the same.
+
+Terms used below
+================
+
+* *active VMI*: the engine VMI exists in phase Pending, Scheduling, Scheduled, Running or Unknown,
+  on a node that has not been fenced (a VMI still bound to a host whose fence is *confirmed* is
+  dead: the host is off and out of service).
+* *lost host*: its heartbeat (Node Lease) is older than ``host_silence``, its BMC reports power
+  off, or a fence of it is in progress / confirmed.
+* *health bad*: the last ``failures_before_bad`` probes since the VMI started all failed (bad or
+  timeout). *health good*: the newest such probe is ok. No probe yet: unknown, never a reason to
+  act. A single failed probe can therefore never stop the engine.
+* *a failure*: a start that fails (VMI Failed, or not healthy within ``startup_grace``), an engine
+  that dies on its own, or a stop because health stayed bad for ``restart_grace``. Each failure
+  adds 1 to ``attempts``, records ``(host, time)`` (the host then loses 50 points per recent
+  failure, all its points after 3) and sets ``backoff_until = now + backoff.delay(attempts)``.
+  ``attempts`` goes back to 0 once the engine has been healthy for ``stable_period``.
+
+Guards (checked first, in this order, in every state except where noted)
+=========================================================================
+
+1. Global maintenance in effect (``mode == global`` and ``until`` not passed) -> GlobalMaintenance.
+2. An active VMI on a lost host -> HostLost (not from HostLost/Fencing/GlobalMaintenance).
+
+States and transitions
+======================
+
+EngineDown: no engine runs.
+    active VMI (someone started it, e.g. KubeVirt's own runStrategy) -> adopt it: EngineStarting
+    if Running, else EngineStart (no action). VM object missing -> stay ("waiting for the VM").
+    ``now < backoff_until`` -> stay (says when). No host with score > 0 -> stay (lists why, and
+    Degraded=True NoHostAvailable). Else StartEngine(best host) -> EngineStart.
+EngineStart: start asked on ``host``; the VMI is not Running yet.
+    VMI Running -> EngineStarting. VMI of this start Failed/Succeeded -> failure -> EngineDown
+    (backoff) or Degraded. ``startup_grace`` since the start without Running -> failure,
+    StopEngine(graceful) -> EngineStop. The host entering local maintenance -> LocalMaintenance.
+EngineStarting: VMI Running, waiting for a good probe.
+    VMI no longer active -> failure -> EngineUnexpectedlyDown. Local maintenance of its host ->
+    LocalMaintenance. Health good -> EngineUp. ``startup_grace`` since the start -> failure,
+    StopEngine(graceful) -> EngineStop.
+EngineUp: running and healthy.
+    VMI no longer active -> failure -> EngineUnexpectedlyDown. VMI on another node (migrated by
+    someone else) -> follow it. Local maintenance of its host -> LocalMaintenance. Health bad ->
+    EngineUpBadHealth. Another host leads by >= ``move_hysteresis`` (800) -> move (see below).
+    Healthy for ``stable_period`` -> attempts reset to 0.
+EngineUpBadHealth: running, health bad since ``since``.
+    Same exits as EngineUp; health good -> EngineUp; bad for ``restart_grace`` -> failure,
+    StopEngine(graceful) -> EngineStop (the failure costs this host 50 points, so an equal host
+    takes the restart: oVirt restarted on the same host for ever).
+EngineMigrating: MigrateEngine(target) issued.
+    VMI on target, no migration running -> EngineUp. Migration failed or ``migration_timeout`` ->
+    Warning MigrationFailed, EngineUp (the next move of this engine within ``backoff.cap`` is a
+    cold move). VMI no longer active -> EngineUnexpectedlyDown.
+Moving (from EngineUp/EngineUpBadHealth/LocalMaintenance): if the VMI is live-migratable and no
+    migration failed recently -> MigrateEngine(target) -> EngineMigrating, else a cold move:
+    StopEngine(graceful) -> EngineStop, and EngineDown then starts it on the best host.
+EngineStop: StopEngine(graceful) issued.
+    VMI no longer active -> EngineDown. Paused VMI, or ``stop_timeout`` -> PowerOffEngine ->
+    EngineForceStop.
+EngineForceStop: PowerOffEngine issued.
+    VMI no longer active -> EngineDown. Repeats PowerOffEngine every ``stop_timeout``.
+EngineUnexpectedlyDown: the engine died on its own (crash, guest shutdown, VMI deleted).
+    Active VMI again -> adopt. ``attempts >= max_start_attempts`` -> Degraded. After
+    ``backoff_until`` -> EngineDown (which starts it at once on the best host).
+HostLost: the VMI is bound to a lost host H.
+    H back (fresh heartbeat, no fence running) -> adopt the VMI. Fence of H already confirmed ->
+    EngineDown. H has no power management -> with ``fencing_required``: stay, Warning
+    FenceUnavailable, Degraded=True, *never* start elsewhere; without it: Warning UnfencedFailover
+    and EngineDown. Else RequestFence(H) -> Fencing.
+Fencing: waiting for the Host to confirm H is off and out of service.
+    Confirmed -> EngineDown (starts on the best remaining host at once: a lost host is not a
+    failure of the engine, so no backoff). Failed -> Warning FenceFailed, Degraded=True, asks again
+    every ``fence_retry``; without ``fencing_required`` -> UnfencedFailover and EngineDown. H back
+    while the fence is only *requested* -> ClearFenceRequest, adopt. Requested/in progress longer
+    than ``fence_timeout`` -> Warning FenceTimeout (once), keeps waiting. The fence request is
+    cleared (ClearFenceRequest) once the engine is EngineUp elsewhere.
+LocalMaintenance: the host running the engine is in local maintenance: move the engine first.
+    Local maintenance cleared -> adopt. Another host has score > 0 -> move (see Moving). None ->
+    stay, engine keeps running, Warning LocalMaintenanceBlocked with the scores; the Host handler
+    asks :func:`local_maintenance_verdict` before entering maintenance and refuses with its reason.
+GlobalMaintenance: no automatic action on the engine VM (no start, stop, restart or move).
+    Reminder Event every ``maintenance_reminder``. Leaves by itself when the mode is back to none
+    or ``until`` has passed (Event GlobalMaintenanceExpired): attempts reset to 0 (manual work was
+    done), then adopt the VMI or EngineDown. User requests act only here (see below).
+Degraded: gave up after ``max_start_attempts`` consecutive failures; Notify and Warning once.
+    No automatic action. Leaves on a manual reset (``request.reset_seq`` increased) -> EngineDown
+    with attempts 0, on global maintenance, or when an engine VMI is seen running (adopt).
+
+User requests (``spec.running``, a power-off request, the CLI)
+===============================================================
+
+In global maintenance: ``running`` false with an active VMI -> StopEngine(graceful) once;
+power-off request with an active VMI -> PowerOffEngine once; ``running`` turning true with no
+active VMI -> StartEngine(best host). Outside global maintenance a stop or power-off is refused
+(Warning StopRefused once per request, ``Decision.refusal`` says why) and the engine is kept up,
+as oVirt's ``hosted-engine --vm-shutdown`` does.
+
+Actions and conditions
+======================
+
+Every state change emits Notify(old, new, host, reason) and an Event (reason = new state name,
+Warning for the bad states). SetPlacement(scores) is emitted when the score table changes.
+SetCondition is emitted when a condition's status, reason or message changes: Available (engine
+running and healthy), Degraded, GlobalMaintenance, SparesSatisfied (fewer than ``spares`` other
+hosts with room -> False, with the numbers), Progressing.
+
+Deliberate differences from oVirt (shared/reference/ovirt-he-ha.md)
+====================================================================
+
+* Failover after host loss: fence through the Host, then start at once (no 60 s + 140 s sanlock
+  wait). Without a confirmed fence the engine is never started elsewhere (oVirt relied on the
+  sanlock lease; KubeVirt keeps the VMI bound to a dead node, and replacing it unfenced could give
+  two engines on shared storage).
+* Backoff is real and bounded: exponential and capped, then Degraded plus a notification. oVirt's
+  counter reset every loop and it retried for ever (§2.4).
+* A health-caused stop counts as a failure for that host, so the engine restarts elsewhere when an
+  equal host exists (oVirt could bounce it on the same host).
+* Grace timers are settings (defaults 60 s restart grace instead of 300 s + 300 s).
+* No ReinitializeFSM / UnknownLocalVmState / EngineMaybeAway: one central observer sees the VMI
+  and its node directly, so a migration is not mistaken for a crash and nothing needs guessing.
+* Local maintenance of the engine's host moves the engine (live migration when possible); oVirt's
+  agent ignored it and left the move to the engine, and jumped to LocalMaintenance from
+  EngineStart/Starting/Stop leaving a VM unmanaged (§4.2). Here it is refused when no host can
+  take the engine.
+* Global maintenance expires at ``until`` and reminds at an interval (oVirt: no expiry, §7.5).
+* A crashed engine is restarted after the backoff delay (10 s by default) on the best host, the
+  same one if it is alone; oVirt waited 560 s on a single host.
+* Missing health probes (the prober is down) are "unknown" and never stop the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from hosted_engine.logic.backoff import Backoff
+from hosted_engine.logic.scoring import (
+    HostFacts,
+    HostScore,
+    ScoreWeights,
+    SparesVerdict,
+    best_host,
+    move_target,
+    score_hosts,
+    spares,
+)
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+class State(StrEnum):
+    ENGINE_DOWN = "EngineDown"
+    ENGINE_START = "EngineStart"
+    ENGINE_STARTING = "EngineStarting"
+    ENGINE_UP = "EngineUp"
+    ENGINE_UP_BAD_HEALTH = "EngineUpBadHealth"
+    ENGINE_MIGRATING = "EngineMigrating"
+    ENGINE_STOP = "EngineStop"
+    ENGINE_FORCE_STOP = "EngineForceStop"
+    ENGINE_UNEXPECTEDLY_DOWN = "EngineUnexpectedlyDown"
+    HOST_LOST = "HostLost"
+    FENCING = "Fencing"
+    LOCAL_MAINTENANCE = "LocalMaintenance"
+    GLOBAL_MAINTENANCE = "GlobalMaintenance"
+    DEGRADED = "Degraded"
+
+
+WARNING_STATES = frozenset(
+    {
+        State.ENGINE_UP_BAD_HEALTH,
+        State.ENGINE_FORCE_STOP,
+        State.ENGINE_UNEXPECTEDLY_DOWN,
+        State.HOST_LOST,
+        State.FENCING,
+        State.DEGRADED,
+    }
+)
+
+
+class VmiPhase(StrEnum):
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+ACTIVE_PHASES = frozenset(
+    {VmiPhase.PENDING, VmiPhase.SCHEDULING, VmiPhase.SCHEDULED, VmiPhase.RUNNING, VmiPhase.UNKNOWN}
+)
+
+
+class ProbeResult(StrEnum):
+    OK = "ok"
+    BAD = "bad"
+    TIMEOUT = "timeout"
+
+
+class PowerState(StrEnum):
+    ON = "On"
+    OFF = "Off"
+    UNKNOWN = "Unknown"
+
+
+class FenceStatus(StrEnum):
+    NONE = "None"
+    REQUESTED = "Requested"
+    IN_PROGRESS = "InProgress"
+    CONFIRMED = "Confirmed"
+    FAILED = "Failed"
+
+
+class MaintenanceMode(StrEnum):
+    NONE = "none"
+    GLOBAL = "global"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of the machine (mapped from ``spec.health``, ``spec.failover`` and friends)."""
+
+    health_interval: timedelta = timedelta(seconds=10)
+    health_timeout: timedelta = timedelta(seconds=5)
+    failures_before_bad: int = 3
+    startup_grace: timedelta = timedelta(minutes=10)
+    restart_grace: timedelta = timedelta(seconds=60)
+    stop_timeout: timedelta = timedelta(minutes=2)
+    host_silence: timedelta = timedelta(seconds=20)
+    fencing_required: bool = True
+    fence_timeout: timedelta = timedelta(minutes=2)
+    fence_retry: timedelta = timedelta(seconds=30)
+    backoff: Backoff = field(default_factory=Backoff)
+    max_start_attempts: int = 6
+    failed_start_window: timedelta = timedelta(minutes=10)
+    stable_period: timedelta = timedelta(minutes=10)
+    move_hysteresis: int = 800
+    migration_timeout: timedelta = timedelta(minutes=5)
+    spares: int = 0
+    maintenance_reminder: timedelta = timedelta(hours=1)
+    weights: ScoreWeights = field(default_factory=ScoreWeights)
+
+    def __post_init__(self) -> None:
+        if self.failures_before_bad < 1:
+            raise ValueError("failures_before_bad must be >= 1")
+        if self.max_start_attempts < 1:
+            raise ValueError("max_start_attempts must be >= 1")
+
+
+@dataclass(frozen=True)
+class EngineVm:
+    """The engine's VirtualMachine and its VMI as seen now."""
+
+    exists: bool = True
+    desired_running: bool = False
+    phase: VmiPhase | None = None
+    node: str | None = None
+    since: datetime | None = None
+    paused: bool = False
+    live_migratable: bool = False
+    migrating: bool = False
+    migration_failed: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    at: datetime
+    result: ProbeResult
+
+
+@dataclass(frozen=True)
+class HostObservation:
+    name: str
+    ready: bool = True
+    last_heartbeat: datetime | None = None
+    local_maintenance: bool = False
+    network: float = 1.0
+    cpu_load: float = 0.0
+    free_memory: int = 0
+    bmc_power: PowerState = PowerState.UNKNOWN
+    can_fence: bool = True
+    fence: FenceStatus = FenceStatus.NONE
+    fence_since: datetime | None = None
+    fence_message: str = ""
+    failed_starts: tuple[datetime, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserRequest:
+    running: bool = True
+    power_off: bool = False
+    reset_seq: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    vm: EngineVm = field(default_factory=EngineVm)
+    probes: tuple[Probe, ...] = ()
+    hosts: tuple[HostObservation, ...] = ()
+    engine_memory: int = 0
+    maintenance: MaintenanceMode = MaintenanceMode.NONE
+    maintenance_until: datetime | None = None
+    request: UserRequest = field(default_factory=UserRequest)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory (kept in status between calls)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedStart:
+    host: str
+    at: datetime
+
+
+ConditionKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Memory:
+    state: State = State.ENGINE_DOWN
+    since: datetime | None = None
+    host: str | None = None
+    reason: str = ""
+    attempts: int = 0
+    backoff_until: datetime | None = None
+    failed_starts: tuple[FailedStart, ...] = ()
+    start_requested_at: datetime | None = None
+    healthy_since: datetime | None = None
+    last_action_at: datetime | None = None
+    lost_host: str | None = None
+    fenced_host: str | None = None
+    abandoned_host: str | None = None
+    migration_target: str | None = None
+    migration_failed_at: datetime | None = None
+    reminder_at: datetime | None = None
+    notice: str | None = None
+    seen_running: bool = True
+    seen_power_off: bool = False
+    user_action: str | None = None
+    refusal: str | None = None
+    reset_seq: int = 0
+    placement: tuple[tuple[str, int], ...] = ()
+    conditions: tuple[ConditionKey, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartEngine:
+    host: str
+
+
+@dataclass(frozen=True)
+class StopEngine:
+    graceful: bool = True
+
+
+@dataclass(frozen=True)
+class PowerOffEngine:
+    pass
+
+
+@dataclass(frozen=True)
+class MigrateEngine:
+    target: str
+
+
+@dataclass(frozen=True)
+class RequestFence:
+    host: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClearFenceRequest:
+    host: str
+
+
+@dataclass(frozen=True)
+class SetPlacement:
+    scores: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Notify:
+    old: State
+    new: State
+    host: str | None
+    reason: str
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SetCondition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+Action = (
+    StartEngine
+    | StopEngine
+    | PowerOffEngine
+    | MigrateEngine
+    | RequestFence
+    | ClearFenceRequest
+    | SetPlacement
+    | Notify
+    | EmitEvent
+    | SetCondition
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    memory: Memory
+    actions: tuple[Action, ...]
+    scores: tuple[HostScore, ...]
+    spares: SparesVerdict
+    refusal: str | None = None
+
+    @property
+    def state(self) -> State:
+        return self.memory.state
+
+
+# --------------------------------------------------------------------------------------------
+# Derived facts
+# --------------------------------------------------------------------------------------------
+
+
+def host_lost(host: HostObservation, now: datetime, silence: timedelta) -> bool:
+    """Silent past ``silence``, powered off per its BMC, or being / already fenced."""
+    if host.fence in (FenceStatus.IN_PROGRESS, FenceStatus.CONFIRMED):
+        return True
+    if host.bmc_power is PowerState.OFF:
+        return True
+    return host.last_heartbeat is None or now - host.last_heartbeat > silence
+
+
+def global_maintenance_on(obs: Observation, now: datetime) -> bool:
+    if obs.maintenance is not MaintenanceMode.GLOBAL:
+        return False
+    return obs.maintenance_until is None or now < obs.maintenance_until
+
+
+class Health(StrEnum):
+    GOOD = "good"
+    BAD = "bad"
+    FAILING = "failing"
+    UNKNOWN = "unknown"
+
+
+def assess_health(
+    probes: tuple[Probe, ...], after: datetime | None, failures_before_bad: int
+) -> Health:
+    """GOOD: newest probe ok. BAD: the newest ``failures_before_bad`` all failed. FAILING: the
+    newest failed but not enough in a row yet. UNKNOWN: no probe (since ``after``)."""
+    relevant = sorted((p for p in probes if after is None or p.at >= after), key=lambda p: p.at)
+    if not relevant:
+        return Health.UNKNOWN
+    if relevant[-1].result is ProbeResult.OK:
+        return Health.GOOD
+    run = 0
+    for probe in reversed(relevant):
+        if probe.result is ProbeResult.OK:
+            break
+        run += 1
+    return Health.BAD if run >= failures_before_bad else Health.FAILING
+
+
+def recent_failures(memory: Memory, host: HostObservation, now: datetime, window: timedelta) -> int:
+    """Failed starts on ``host`` within ``window``: remembered ones and observed ones, merged."""
+    times = {f.at for f in memory.failed_starts if f.host == host.name}
+    times.update(host.failed_starts)
+    return sum(1 for t in times if now - t <= window)
+
+
+def compute_scores(
+    settings: Settings, memory: Memory, obs: Observation, now: datetime
+) -> tuple[HostScore, ...]:
+    engine_node = obs.vm.node if obs.vm.phase in ACTIVE_PHASES else None
+    facts = [
+        HostFacts(
+            name=h.name,
+            ready=h.ready,
+            alive=not host_lost(h, now, settings.host_silence),
+            fenced=h.fence is FenceStatus.CONFIRMED,
+            local_maintenance=h.local_maintenance,
+            network=h.network,
+            cpu_load=h.cpu_load,
+            free_memory=h.free_memory,
+            runs_engine=h.name == engine_node,
+            recent_failed_starts=recent_failures(memory, h, now, settings.failed_start_window),
+        )
+        for h in obs.hosts
+    ]
+    return score_hosts(facts, obs.engine_memory, settings.weights)
+
+
+@dataclass(frozen=True)
+class LocalMaintenanceVerdict:
+    allowed: bool
+    reason: str
+    target: str | None = None
+
+
+def local_maintenance_verdict(
+    settings: Settings, memory: Memory, obs: Observation, now: datetime, host: str
+) -> LocalMaintenanceVerdict:
+    """May ``host`` enter local maintenance now? For the Host handler: refused, with the reason,
+    when the engine runs there and no other host can take it."""
+    vm = obs.vm
+    if vm.phase not in ACTIVE_PHASES or vm.node != host:
+        return LocalMaintenanceVerdict(True, f"the engine does not run on {host}")
+    scores = compute_scores(settings, memory, obs, now)
+    target = best_host(scores, exclude=(host,))
+    if target is None:
+        others = "; ".join(s.explain() for s in scores if s.host != host) or "no other host"
+        return LocalMaintenanceVerdict(
+            False, f"the engine runs on {host} and no other host can take it: {others}"
+        )
+    return LocalMaintenanceVerdict(
+        True, f"the engine will move from {host} to {target.host}", target.host
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The machine
+# --------------------------------------------------------------------------------------------
+
+_MAX_CHAIN = 8
+
+
+class _Run:
+    """Mutable scratch space for one :func:`step` (never escapes it)."""
+
+    def __init__(self, settings: Settings, memory: Memory, obs: Observation, now: datetime):
+        self.s = settings
+        self.mem = memory
+        self.obs = obs
+        self.now = now
+        self.actions: list[Action] = []
+        self.chain = False
+        self.hosts = {h.name: h for h in obs.hosts}
+        self.scores = compute_scores(settings, memory, obs, now)
+        self.by_host = {s.host: s for s in self.scores}
+        self.gm = global_maintenance_on(obs, now)
+
+    def dead_node(self, node: str | None) -> bool:
+        """A VMI bound to this node is known dead: the node's fence is confirmed, or the machine
+        gave it up (unfenced failover without ``fencing_required``)."""
+        if node is None:
+            return False
+        if node == self.mem.abandoned_host:
+            return True
+        return node in self.hosts and self.hosts[node].fence is FenceStatus.CONFIRMED
+
+    @property
+    def active(self) -> bool:
+        vm = self.obs.vm
+        return vm.phase in ACTIVE_PHASES and not self.dead_node(vm.node)
+
+    @property
+    def node(self) -> str | None:
+        return self.obs.vm.node if self.active else None
+
+    def unfenced_vmi_host(self) -> str | None:
+        """The node of the newest VMI, if that node is lost and not known dead: an engine may
+        still run there, whatever the VMI's phase says."""
+        node = self.obs.vm.node
+        if node is None or self.obs.vm.phase is None or self.dead_node(node):
+            return None
+        return node if self.lost(node) else None
+
+    def fenced_cleanup(self) -> None:
+        host = self.mem.fenced_host
+        if host is not None and host != self.node:
+            self.act(ClearFenceRequest(host))
+            self.set(fenced_host=None)
+        if self.mem.abandoned_host is not None and self.mem.abandoned_host != self.node:
+            self.set(abandoned_host=None)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def set(self, **changes: object) -> None:
+        self.mem = replace(self.mem, **changes)  # type: ignore[arg-type]
+
+    def act(self, action: Action) -> None:
+        self.actions.append(action)
+
+    def event(self, warning: bool, reason: str, message: str) -> None:
+        kind = EventType.WARNING if warning else EventType.NORMAL
+        self.act(EmitEvent(kind, reason, message))
+
+    def notice_once(self, key: str, reason: str, message: str) -> None:
+        """A Warning Event emitted once per stay in the current state (per ``key``)."""
+        if self.mem.notice != key:
+            self.set(notice=key)
+            self.event(True, reason, message)
+
+    def goto(self, state: State, reason: str, **changes: object) -> None:
+        old = self.mem.state
+        self.set(state=state, since=self.now, reason=reason, notice=None, **changes)
+        if old is not state:
+            host = self.mem.host
+            self.act(Notify(old, state, host, reason))
+            where = f" on {host}" if host else ""
+            self.event(state in WARNING_STATES, state.value, f"{old} -> {state}{where}: {reason}")
+        self.chain = True
+
+    def stay(self, reason: str) -> None:
+        if self.mem.reason != reason:
+            self.set(reason=reason)
+
+    def lost(self, host: str | None) -> bool:
+        if host is None or host not in self.hosts:
+            return False
+        return host_lost(self.hosts[host], self.now, self.s.host_silence)
+
+    def health(self) -> Health:
+        return assess_health(self.obs.probes, self.obs.vm.since, self.s.failures_before_bad)
+
+    def elapsed(self, since: datetime | None) -> timedelta:
+        return self.now - since if since is not None else timedelta(0)
+
+    def why_no_host(self, exclude: tuple[str, ...] = ()) -> str:
+        listed = [s.explain() for s in self.scores if s.host not in exclude]
+        return "; ".join(listed) if listed else "no allowed hosts"
+
+    def failure(self, host: str | None, why: str) -> bool:
+        """Record a failure; returns True when the machine gives up (Degraded)."""
+        attempts = self.mem.attempts + 1
+        keep = tuple(
+            f for f in self.mem.failed_starts if self.now - f.at <= self.s.failed_start_window
+        )
+        if host is not None:
+            keep = (*keep, FailedStart(host, self.now))
+        self.set(
+            attempts=attempts,
+            failed_starts=keep,
+            backoff_until=self.s.backoff.next_try(attempts, self.now),
+            healthy_since=None,
+        )
+        if attempts >= self.s.max_start_attempts:
+            self.goto(
+                State.DEGRADED,
+                f"gave up after {attempts} consecutive failures (last: {why}); "
+                "no automatic start until a manual reset",
+            )
+            return True
+        return False
+
+    def adopt(self, reason: str) -> None:
+        """Follow what runs: an active VMI becomes EngineStarting / EngineStart, else EngineDown."""
+        if self.active:
+            state = (
+                State.ENGINE_STARTING
+                if self.obs.vm.phase is VmiPhase.RUNNING
+                else State.ENGINE_START
+            )
+            self.goto(state, reason, host=self.node, start_requested_at=self.now)
+        else:
+            self.goto(State.ENGINE_DOWN, reason)
+
+    def move(self, target: HostScore, why: str) -> None:
+        recently_failed = (
+            self.mem.migration_failed_at is not None
+            and self.now - self.mem.migration_failed_at < self.s.backoff.cap
+        )
+        if self.obs.vm.live_migratable and not recently_failed:
+            self.act(MigrateEngine(target.host))
+            self.goto(
+                State.ENGINE_MIGRATING,
+                f"live-migrating to {target.host}: {why}",
+                migration_target=target.host,
+                last_action_at=self.now,
+            )
+        else:
+            how = (
+                "not live-migratable"
+                if not self.obs.vm.live_migratable
+                else ("live migration failed recently")
+            )
+            self.act(StopEngine(graceful=True))
+            self.goto(
+                State.ENGINE_STOP,
+                f"stopping to restart on {target.host} ({how}): {why}",
+                last_action_at=self.now,
+            )
+
+
+def _guards(r: _Run) -> bool:
+    state = r.mem.state
+    if r.gm and state is not State.GLOBAL_MAINTENANCE:
+        until = r.obs.maintenance_until
+        tail = f" until {until.isoformat()}" if until else " (no expiry)"
+        r.goto(State.GLOBAL_MAINTENANCE, f"global maintenance{tail}", reminder_at=r.now)
+        return True
+    if (
+        state not in (State.HOST_LOST, State.FENCING, State.GLOBAL_MAINTENANCE, State.DEGRADED)
+        and r.active
+        and r.lost(r.node)
+    ):
+        r.goto(
+            State.HOST_LOST,
+            f"host {r.node} running the engine is lost ({_lost_why(r, r.node)})",
+            host=r.node,
+            lost_host=r.node,
+        )
+        return True
+    return False
+
+
+def _lost_why(r: _Run, host: str | None) -> str:
+    if host is None or host not in r.hosts:
+        return "unknown"
+    h = r.hosts[host]
+    if h.fence in (FenceStatus.IN_PROGRESS, FenceStatus.CONFIRMED):
+        return f"fence {h.fence.value}"
+    if h.bmc_power is PowerState.OFF:
+        return "BMC reports power off"
+    if h.last_heartbeat is None:
+        return "no heartbeat seen"
+    return f"silent for more than {int(r.s.host_silence.total_seconds())}s"
+
+
+def _engine_down(r: _Run) -> None:
+    if r.active:
+        r.adopt(f"engine VMI found {r.obs.vm.phase} on {r.node}")
+        return
+    if not r.obs.vm.exists:
+        r.stay("waiting for the engine VirtualMachine to be created")
+        return
+    stale = r.unfenced_vmi_host()
+    if stale is not None:
+        r.goto(
+            State.HOST_LOST,
+            f"the last engine VMI ran on {stale}, which is lost ({_lost_why(r, stale)}): "
+            "it must be fenced before the engine starts elsewhere",
+            host=stale,
+            lost_host=stale,
+        )
+        return
+    if r.mem.backoff_until is not None and r.now < r.mem.backoff_until:
+        r.stay(
+            f"start backoff after {r.mem.attempts} failed attempt(s); next try at "
+            f"{r.mem.backoff_until.isoformat()}"
+        )
+        return
+    target = best_host(r.scores, prefer=r.mem.host)
+    if target is None:
+        r.stay(f"no allowed host can run the engine: {r.why_no_host()}")
+        return
+    r.act(StartEngine(target.host))
+    r.goto(
+        State.ENGINE_START,
+        f"starting on {target.host} (score {target.score})",
+        host=target.host,
+        start_requested_at=r.now,
+    )
+
+
+def _start_timed_out(r: _Run) -> bool:
+    if r.elapsed(r.mem.start_requested_at) < r.s.startup_grace:
+        return False
+    why = f"not healthy within the start-up grace of {int(r.s.startup_grace.total_seconds())}s"
+    if r.failure(r.mem.host, why):
+        if r.active:
+            r.act(StopEngine(graceful=True))
+        return True
+    r.act(StopEngine(graceful=True))
+    r.goto(State.ENGINE_STOP, why, last_action_at=r.now)
+    return True
+
+
+def _engine_start(r: _Run) -> None:
+    vm = r.obs.vm
+    if r.active and r.node is not None and r.hosts.get(r.node, _NO_HOST).local_maintenance:
+        r.goto(State.LOCAL_MAINTENANCE, f"host {r.node} entered local maintenance", host=r.node)
+        return
+    if r.active and vm.phase is VmiPhase.RUNNING:
+        r.goto(State.ENGINE_STARTING, f"VMI running on {r.node}", host=r.node)
+        return
+    started = r.mem.start_requested_at
+    new_vmi = vm.since is not None and started is not None and vm.since >= started
+    if vm.phase in (VmiPhase.FAILED, VmiPhase.SUCCEEDED) and new_vmi:
+        why = f"start on {r.mem.host} failed (VMI {vm.phase})"
+        if not r.failure(r.mem.host, why):
+            r.goto(State.ENGINE_DOWN, why)
+        return
+    if _start_timed_out(r):
+        return
+    r.stay(f"waiting for the VMI to run on {r.mem.host}")
+
+
+def _engine_starting(r: _Run) -> None:
+    if not r.active:
+        why = f"engine VMI ended ({r.obs.vm.phase or 'gone'}) while starting"
+        if not r.failure(r.mem.host, why):
+            r.goto(State.ENGINE_UNEXPECTEDLY_DOWN, why)
+        return
+    if r.node != r.mem.host:
+        r.set(host=r.node)
+    if r.hosts.get(r.node or "", _NO_HOST).local_maintenance:
+        r.goto(State.LOCAL_MAINTENANCE, f"host {r.node} entered local maintenance")
+        return
+    if r.health() is Health.GOOD:
+        r.goto(State.ENGINE_UP, "engine healthy", healthy_since=r.now)
+        return
+    if _start_timed_out(r):
+        return
+    r.stay(f"waiting for the engine to become healthy ({r.health().value})")
+
+
+def _running_checks(r: _Run) -> bool:
+    """Exits shared by EngineUp and EngineUpBadHealth."""
+    if not r.active:
+        why = f"engine VMI ended unexpectedly ({r.obs.vm.phase or 'gone'}) on {r.mem.host}"
+        if not r.failure(r.mem.host, why):
+            r.goto(State.ENGINE_UNEXPECTEDLY_DOWN, why)
+        return True
+    if r.node != r.mem.host:
+        r.event(False, "EngineMoved", f"engine VMI now on {r.node} (was {r.mem.host})")
+        r.set(host=r.node)
+    if r.hosts.get(r.node or "", _NO_HOST).local_maintenance:
+        r.goto(State.LOCAL_MAINTENANCE, f"host {r.node} entered local maintenance")
+        return True
+    return False
+
+
+def _maybe_move_for_score(r: _Run) -> bool:
+    if r.node is None:
+        return False
+    target = move_target(r.scores, r.node, r.s.move_hysteresis)
+    if target is None:
+        return False
+    mine = r.by_host.get(r.node)
+    why = (
+        f"{target.host} scores {target.score}, {r.node} scores {mine.score if mine else 0} "
+        f"(gap >= {r.s.move_hysteresis})"
+    )
+    r.move(target, why)
+    return True
+
+
+def _engine_up(r: _Run) -> None:
+    if _running_checks(r):
+        return
+    r.fenced_cleanup()
+    if r.health() is Health.BAD:
+        r.goto(State.ENGINE_UP_BAD_HEALTH, "engine health check failing", healthy_since=None)
+        return
+    if _maybe_move_for_score(r):
+        return
+    if r.mem.healthy_since is None:
+        r.set(healthy_since=r.now)
+    if r.mem.attempts and r.elapsed(r.mem.healthy_since) >= r.s.stable_period:
+        r.set(attempts=0, backoff_until=None)
+    r.stay(f"engine up on {r.node}")
+
+
+def _engine_up_bad_health(r: _Run) -> None:
+    if _running_checks(r):
+        return
+    health = r.health()
+    if health is Health.GOOD:
+        r.goto(State.ENGINE_UP, "engine health recovered")
+        return
+    if _maybe_move_for_score(r):
+        return
+    if r.elapsed(r.mem.since) >= r.s.restart_grace:
+        why = f"engine unhealthy for {int(r.s.restart_grace.total_seconds())}s on {r.node}"
+        if r.failure(r.mem.host, why):
+            r.act(StopEngine(graceful=True))
+            return
+        r.act(StopEngine(graceful=True))
+        r.goto(State.ENGINE_STOP, why, last_action_at=r.now)
+        return
+    r.stay(f"engine health {health.value}; restart after the grace period")
+
+
+def _engine_migrating(r: _Run) -> None:
+    vm = r.obs.vm
+    target = r.mem.migration_target
+    if not r.active:
+        why = f"engine VMI ended ({vm.phase or 'gone'}) during migration"
+        if not r.failure(r.mem.host, why):
+            r.goto(State.ENGINE_UNEXPECTEDLY_DOWN, why)
+        return
+    if r.node == target and not vm.migrating:
+        r.goto(State.ENGINE_UP, f"migrated to {target}", host=target, migration_target=None)
+        return
+    if vm.migration_failed or r.elapsed(r.mem.since) >= r.s.migration_timeout:
+        why = "migration failed" if vm.migration_failed else "migration timed out"
+        r.event(True, "MigrationFailed", f"{why}: {r.node} -> {target}")
+        r.goto(
+            State.ENGINE_UP,
+            f"{why}; engine stays on {r.node}",
+            host=r.node,
+            migration_target=None,
+            migration_failed_at=r.now,
+        )
+        return
+    r.stay(f"live-migrating {r.node} -> {target}")
+
+
+def _engine_stop(r: _Run) -> None:
+    if not r.active:
+        r.goto(State.ENGINE_DOWN, "engine stopped")
+        return
+    if r.obs.vm.paused or r.elapsed(r.mem.since) >= r.s.stop_timeout:
+        why = "engine paused" if r.obs.vm.paused else "graceful shutdown timed out"
+        r.act(PowerOffEngine())
+        r.goto(State.ENGINE_FORCE_STOP, why, last_action_at=r.now)
+        return
+    r.stay("waiting for the graceful shutdown")
+
+
+def _engine_force_stop(r: _Run) -> None:
+    if not r.active:
+        r.goto(State.ENGINE_DOWN, "engine powered off")
+        return
+    if r.elapsed(r.mem.last_action_at) >= r.s.stop_timeout:
+        r.act(PowerOffEngine())
+        r.set(last_action_at=r.now)
+        r.notice_once("power-off", "PowerOffNotEffective", "the engine VMI is still active")
+    r.stay("waiting for the power-off")
+
+
+def _engine_unexpectedly_down(r: _Run) -> None:
+    if r.active:
+        r.adopt(f"engine VMI active again on {r.node}")
+        return
+    if r.mem.backoff_until is None or r.now >= r.mem.backoff_until:
+        r.goto(State.ENGINE_DOWN, "restarting after an unexpected stop")
+        return
+    r.stay(f"restart after {r.mem.backoff_until.isoformat()}")
+
+
+def _takeover_unfenced(r: _Run, host: str, why: str) -> None:
+    r.event(True, "UnfencedFailover", f"{why}; fencingRequired is false: restarting elsewhere")
+    r.goto(
+        State.ENGINE_DOWN,
+        f"{why}; restarting without a fence",
+        lost_host=None,
+        abandoned_host=host,
+    )
+
+
+def _host_lost(r: _Run) -> None:
+    host = r.mem.lost_host
+    if host is None or host not in r.hosts:
+        r.adopt("lost host no longer known")
+        return
+    h = r.hosts[host]
+    if h.fence is FenceStatus.CONFIRMED:
+        r.goto(State.ENGINE_DOWN, f"{host} fenced", lost_host=None, fenced_host=host)
+        return
+    if not r.lost(host):
+        r.adopt(f"{host} is back")
+        r.set(lost_host=None)
+        return
+    if not h.can_fence:
+        why = f"{host} is lost ({_lost_why(r, host)}) and cannot be fenced (no power management)"
+        if not r.s.fencing_required:
+            _takeover_unfenced(r, host, why)
+            return
+        r.notice_once(
+            "no-fence",
+            "FenceUnavailable",
+            f"{why}; the engine is NOT started elsewhere while it might still run there. "
+            f"Bring {host} back, or power it off and confirm the fence by hand.",
+        )
+        r.stay(f"{why}; waiting: never two engines")
+        return
+    reason = f"hosted engine: {host} lost ({_lost_why(r, host)})"
+    r.act(RequestFence(host, reason))
+    r.goto(State.FENCING, f"fence of {host} requested", last_action_at=r.now)
+
+
+def _fencing(r: _Run) -> None:
+    host = r.mem.lost_host
+    if host is None or host not in r.hosts:
+        r.adopt("fenced host no longer known")
+        return
+    h = r.hosts[host]
+    if h.fence is FenceStatus.CONFIRMED:
+        r.event(False, "FenceConfirmed", f"{host} is powered off and out of service")
+        r.goto(State.ENGINE_DOWN, f"{host} fenced", lost_host=None, fenced_host=host)
+        return
+    if not r.lost(host):
+        if h.fence is not FenceStatus.NONE:
+            r.act(ClearFenceRequest(host))
+        r.adopt(f"{host} is back; fence cancelled")
+        r.set(lost_host=None)
+        return
+    if h.fence is FenceStatus.FAILED:
+        why = f"fence of {host} failed: {h.fence_message or 'no detail'}"
+        if not r.s.fencing_required:
+            _takeover_unfenced(r, host, why)
+            return
+        r.notice_once(
+            f"fence-failed:{h.fence_since}",
+            "FenceFailed",
+            f"{why}; the engine is NOT started elsewhere while it might still run on {host}",
+        )
+        if r.elapsed(r.mem.last_action_at) >= r.s.fence_retry:
+            r.act(RequestFence(host, f"hosted engine: retry after failure ({why})"))
+            r.set(last_action_at=r.now)
+        r.stay(f"{why}; retrying; waiting: never two engines")
+        return
+    if h.fence is FenceStatus.NONE and r.elapsed(r.mem.last_action_at) >= r.s.fence_retry:
+        r.act(RequestFence(host, f"hosted engine: {host} lost ({_lost_why(r, host)})"))
+        r.set(last_action_at=r.now)
+    if r.elapsed(r.mem.since) >= r.s.fence_timeout:
+        r.notice_once(
+            "fence-timeout",
+            "FenceTimeout",
+            f"fence of {host} not confirmed after {int(r.s.fence_timeout.total_seconds())}s "
+            f"({h.fence.value}); still waiting",
+        )
+    r.stay(f"waiting for the fence of {host} ({h.fence.value})")
+
+
+def _local_maintenance(r: _Run) -> None:
+    if not r.active:
+        why = f"engine VMI ended ({r.obs.vm.phase or 'gone'}) on {r.mem.host}"
+        if not r.failure(r.mem.host, why):
+            r.goto(State.ENGINE_UNEXPECTEDLY_DOWN, why)
+        return
+    host = r.node or ""
+    if not r.hosts.get(host, _NO_HOST).local_maintenance:
+        r.adopt(f"local maintenance of {host} ended")
+        return
+    target = best_host(r.scores, exclude=(host,))
+    if target is None:
+        why = f"no other host can take the engine: {r.why_no_host(exclude=(host,))}"
+        r.notice_once(
+            "blocked",
+            "LocalMaintenanceBlocked",
+            f"{host} is in local maintenance but the engine cannot move: {why}",
+        )
+        r.stay(f"engine stays on {host}: {why}")
+        return
+    r.move(target, f"{host} is in local maintenance")
+
+
+def _global_maintenance(r: _Run) -> None:
+    if not r.gm:
+        expired = (
+            r.obs.maintenance is MaintenanceMode.GLOBAL and r.obs.maintenance_until is not None
+        )
+        if expired and r.obs.maintenance_until is not None:
+            r.event(
+                False,
+                "GlobalMaintenanceExpired",
+                f"global maintenance expired at {r.obs.maintenance_until.isoformat()}",
+            )
+        r.set(attempts=0, backoff_until=None, user_action=None)
+        r.adopt("global maintenance ended")
+        return
+    if r.elapsed(r.mem.reminder_at) >= r.s.maintenance_reminder:
+        until = r.obs.maintenance_until
+        tail = f"until {until.isoformat()}" if until else "with no expiry"
+        r.event(
+            True,
+            "GlobalMaintenanceReminder",
+            f"global maintenance is on {tail}: the engine VM has no HA",
+        )
+        r.set(reminder_at=r.now)
+    req = r.obs.request
+    if r.active:
+        if req.power_off and r.mem.user_action != "poweroff":
+            r.act(PowerOffEngine())
+            r.set(user_action="poweroff")
+            r.event(False, "EnginePowerOff", "power off requested in global maintenance")
+        elif not req.running and r.mem.user_action not in ("stop", "poweroff"):
+            r.act(StopEngine(graceful=True))
+            r.set(user_action="stop")
+            r.event(False, "EngineShutdown", "shutdown requested in global maintenance")
+    else:
+        if r.mem.user_action in ("stop", "poweroff"):
+            r.set(user_action=None)
+        if req.running and not r.mem.seen_running and r.unfenced_vmi_host() is None:
+            target = best_host(r.scores, prefer=r.mem.host)
+            if target is None:
+                r.notice_once(
+                    "start-refused",
+                    "StartRefused",
+                    f"no allowed host can run the engine: {r.why_no_host()}",
+                )
+            else:
+                r.act(StartEngine(target.host))
+                r.set(host=target.host, user_action="start")
+                r.event(False, "EngineStartRequested", f"starting on {target.host} on request")
+    vm_word = f"running on {r.node}" if r.active else "not running"
+    r.stay(f"global maintenance: no automatic action; engine {vm_word}")
+
+
+def _degraded(r: _Run) -> None:
+    req = r.obs.request
+    if req.reset_seq > r.mem.reset_seq:
+        r.set(reset_seq=req.reset_seq, attempts=0, backoff_until=None, failed_starts=())
+        r.adopt("manual reset")
+        return
+    if r.active and r.obs.vm.phase is VmiPhase.RUNNING and r.health() is Health.GOOD:
+        r.adopt(f"healthy engine VMI running on {r.node} (started by hand)")
+        return
+    r.stay(r.mem.reason)
+
+
+_NO_HOST = HostObservation(name="")
+
+_HANDLERS = {
+    State.ENGINE_DOWN: _engine_down,
+    State.ENGINE_START: _engine_start,
+    State.ENGINE_STARTING: _engine_starting,
+    State.ENGINE_UP: _engine_up,
+    State.ENGINE_UP_BAD_HEALTH: _engine_up_bad_health,
+    State.ENGINE_MIGRATING: _engine_migrating,
+    State.ENGINE_STOP: _engine_stop,
+    State.ENGINE_FORCE_STOP: _engine_force_stop,
+    State.ENGINE_UNEXPECTEDLY_DOWN: _engine_unexpectedly_down,
+    State.HOST_LOST: _host_lost,
+    State.FENCING: _fencing,
+    State.LOCAL_MAINTENANCE: _local_maintenance,
+    State.GLOBAL_MAINTENANCE: _global_maintenance,
+    State.DEGRADED: _degraded,
+}
+
+
+def _user_refusals(r: _Run) -> str | None:
+    """Outside global maintenance a stop/power-off request is refused, once per request."""
+    if r.gm or r.mem.state is State.GLOBAL_MAINTENANCE:
+        r.set(refusal=None)
+        return None
+    req = r.obs.request
+    wanted = "power off" if req.power_off else ("stop" if not req.running else None)
+    if wanted is None:
+        r.set(refusal=None)
+        return None
+    message = (
+        f"{wanted} refused: the cluster is not in global maintenance; the engine is kept highly "
+        "available. Set spec.maintenance.mode=global first (as hosted-engine --vm-shutdown "
+        "requires)."
+    )
+    if r.mem.refusal != message:
+        r.event(True, "StopRefused", message)
+        r.set(refusal=message)
+    return message
+
+
+def _conditions(r: _Run, verdict: SparesVerdict) -> None:
+    state = r.mem.state
+    health = r.health() if r.active else Health.UNKNOWN
+    available = r.active and health is Health.GOOD and r.obs.vm.phase is VmiPhase.RUNNING
+    conds: list[SetCondition] = [
+        SetCondition(
+            "Available",
+            available,
+            "EngineHealthy" if available else state.value,
+            f"engine {'healthy' if available else 'not available'} ({state.value})",
+        )
+    ]
+    degraded_reason: str | None = None
+    if state is State.DEGRADED:
+        degraded_reason = "GaveUp"
+    elif state in (State.HOST_LOST, State.FENCING) and r.mem.notice is not None:
+        degraded_reason = {
+            "no-fence": "FenceUnavailable",
+            "fence-timeout": "FenceTimeout",
+        }.get(r.mem.notice, "FenceFailed")
+    elif state is State.ENGINE_DOWN and r.mem.reason.startswith("no allowed host"):
+        degraded_reason = "NoHostAvailable"
+    elif state is State.LOCAL_MAINTENANCE and r.mem.notice == "blocked":
+        degraded_reason = "LocalMaintenanceBlocked"
+    conds.append(
+        SetCondition(
+            "Degraded",
+            degraded_reason is not None,
+            degraded_reason or "AsExpected",
+            r.mem.reason if degraded_reason else "",
+        )
+    )
+    until = r.obs.maintenance_until
+    conds.append(
+        SetCondition(
+            "GlobalMaintenance",
+            r.gm,
+            "MaintenanceOn" if r.gm else "MaintenanceOff",
+            (f"until {until.isoformat()}" if until else "no expiry") if r.gm else "",
+        )
+    )
+    conds.append(
+        SetCondition(
+            "SparesSatisfied",
+            verdict.satisfied,
+            "EnoughSpares" if verdict.satisfied else "NotEnoughSpares",
+            verdict.message(),
+        )
+    )
+    progressing = state in (
+        State.ENGINE_START,
+        State.ENGINE_STARTING,
+        State.ENGINE_MIGRATING,
+        State.ENGINE_STOP,
+        State.ENGINE_FORCE_STOP,
+        State.HOST_LOST,
+        State.FENCING,
+    )
+    conds.append(SetCondition("Progressing", progressing, state.value, r.mem.reason))
+    known = {c[0]: c for c in r.mem.conditions}
+    keys: list[ConditionKey] = []
+    for c in conds:
+        key: ConditionKey = (c.type, str(c.status), c.reason, c.message)
+        keys.append(key)
+        if known.get(c.type) != key:
+            r.act(c)
+    r.set(conditions=tuple(keys))
+
+
+def step(settings: Settings, memory: Memory, obs: Observation, now: datetime) -> Decision:
+    """Advance the machine to ``now`` given what is observed; see the module docstring."""
+    r = _Run(settings, memory, obs, now)
+    if r.mem.since is None:
+        r.set(since=now)
+    for _ in range(_MAX_CHAIN):
+        r.chain = False
+        if not _guards(r):
+            _HANDLERS[r.mem.state](r)
+        if not r.chain:
+            break
+    refusal = _user_refusals(r)
+    r.set(seen_running=obs.request.running, seen_power_off=obs.request.power_off)
+    placement = tuple((s.host, s.score) for s in r.scores)
+    if placement != r.mem.placement:
+        r.act(SetPlacement(placement))
+        r.set(placement=placement)
+    verdict = spares(r.scores, r.node, obs.engine_memory, settings.spares)
+    _conditions(r, verdict)
+    return Decision(r.mem, tuple(r.actions), r.scores, verdict, refusal)
