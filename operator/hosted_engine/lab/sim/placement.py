@@ -175,9 +175,7 @@ def filter_reasons(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[str]:
     ):
         return ["node(s) were unschedulable"]
     for taint in node_taints(node):
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(
-            tolerations, taint
-        ):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(tolerations, taint):
             return [f"node(s) had untolerated taint {describe_taint(taint)}"]
     if not matches_node_selection(pod, node):
         return ["node(s) didn't match Pod's node affinity/selector"]

@@ -20,8 +20,9 @@ class LabTimings:
     # -- kubelet ----------------------------------------------------------------------------
     #: the kubelet renews its node Lease in kube-node-lease (kubelet: ~10 s, renewInterval)
     lease_interval: float = 10.0
-    #: the kubelet posts node status (nodeStatusUpdateFrequency, 10 s)
-    node_status_interval: float = 10.0
+    #: the kubelet posts an unchanged node status this often (nodeStatusReportFrequency, 5 min);
+    #: a changed status is posted at once
+    node_status_report_interval: float = 300.0
     #: from power-on until the kubelet has rejoined (POST, OS boot, kubelet start)
     node_boot_time: float = 60.0
     #: from a pod bound to a live node to its containers running (image pull skipped)
@@ -42,6 +43,8 @@ class LabTimings:
     #: Job controller pod-failure backoff: base, doubled per failure, capped (10 s .. 6 min)
     job_backoff_base: float = 10.0
     job_backoff_max: float = 360.0
+    #: PodGC: a pod bound to a Node that no longer exists is force-deleted after this quarantine
+    pod_gc_orphan_quarantine: float = 40.0
 
     # -- kube-scheduler ---------------------------------------------------------------------
     #: retry period for unschedulable pods (the real queue also retries on cluster events)
@@ -83,7 +86,7 @@ class LabTimings:
         base = cls(
             tick=0.02,
             lease_interval=0.1,
-            node_status_interval=0.1,
+            node_status_report_interval=0.3,
             node_boot_time=0.3,
             pod_start_delay=0.05,
             max_termination_grace=0.2,
@@ -93,6 +96,7 @@ class LabTimings:
             default_toleration_seconds=0.5,
             job_backoff_base=0.05,
             job_backoff_max=0.4,
+            pod_gc_orphan_quarantine=0.2,
             scheduler_retry=0.1,
             pv_sync_period=0.2,
             bmc_power_delay=0.0,
