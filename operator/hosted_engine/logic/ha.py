@@ -561,6 +561,7 @@ def local_maintenance_verdict(
 # --------------------------------------------------------------------------------------------
 
 _MAX_CHAIN = 8
+_WORLD_ACTIONS = (StartEngine, StopEngine, PowerOffEngine, MigrateEngine, RequestFence)
 
 
 class _Run:
@@ -616,6 +617,9 @@ class _Run:
 
     def set(self, **changes: object) -> None:
         self.mem = replace(self.mem, **changes)  # type: ignore[arg-type]
+        if "failed_starts" in changes:
+            self.scores = compute_scores(self.s, self.mem, self.obs, self.now)
+            self.by_host = {s.host: s for s in self.scores}
 
     def act(self, action: Action) -> None:
         self.actions.append(action)
@@ -631,6 +635,8 @@ class _Run:
             self.event(True, reason, message)
 
     def goto(self, state: State, reason: str, **changes: object) -> None:
+        """Change state; the new state is evaluated at once in the same step, unless an engine
+        action was just issued (its effect can only be seen in a later observation)."""
         old = self.mem.state
         self.set(state=state, since=self.now, reason=reason, notice=None, **changes)
         if old is not state:
@@ -638,7 +644,7 @@ class _Run:
             self.act(Notify(old, state, host, reason))
             where = f" on {host}" if host else ""
             self.event(state in WARNING_STATES, state.value, f"{old} -> {state}{where}: {reason}")
-        self.chain = True
+        self.chain = not any(isinstance(a, _WORLD_ACTIONS) for a in self.actions)
 
     def stay(self, reason: str) -> None:
         if self.mem.reason != reason:
@@ -900,7 +906,7 @@ def _engine_up_bad_health(r: _Run) -> None:
         return
     if _maybe_move_for_score(r):
         return
-    if r.elapsed(r.mem.since) >= r.s.restart_grace:
+    if health is Health.BAD and r.elapsed(r.mem.since) >= r.s.restart_grace:
         why = f"engine unhealthy for {int(r.s.restart_grace.total_seconds())}s on {r.node}"
         if r.failure(r.mem.host, why):
             r.act(StopEngine(graceful=True))
