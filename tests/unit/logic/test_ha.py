@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any, TypeVar
 
 import pytest
-
 from hosted_engine.logic.backoff import Backoff
 from hosted_engine.logic.ha import (
     ClearFenceRequest,
@@ -143,8 +143,12 @@ def test_down_respects_backoff_then_starts() -> None:
 def test_down_without_eligible_host_says_why_and_is_degraded() -> None:
     o = obs(
         t(0),
-        hosts=hosts(t(0), h1={"ready": False}, h2={"local_maintenance": True}, h3={"fence":
-                    FenceStatus.CONFIRMED}),
+        hosts=hosts(
+            t(0),
+            h1={"ready": False},
+            h2={"local_maintenance": True},
+            h3={"fence": FenceStatus.CONFIRMED},
+        ),
     )
     d = run(Memory(), o, t(0))
     assert d.state is State.ENGINE_DOWN and engine_actions(d) == []
@@ -326,16 +330,24 @@ def test_attempts_reset_after_a_stable_period() -> None:
 
 def test_no_move_below_the_hysteresis() -> None:
     # h1 loses 799 points (CPU ~80%): not enough.
-    o = obs(t(30), vm(live_migratable=True), probes=probes(0, "o"),
-            hosts=hosts(t(30), h1={"cpu_load": 0.79975}))
+    o = obs(
+        t(30),
+        vm(live_migratable=True),
+        probes=probes(0, "o"),
+        hosts=hosts(t(30), h1={"cpu_load": 0.79975}),
+    )
     d = run(mem(State.ENGINE_UP, **UP), o, t(30))
     assert {s.host: s.score for s in d.scores}["h1"] == 2601
     assert d.state is State.ENGINE_UP and engine_actions(d) == []
 
 
 def test_move_by_live_migration_when_another_host_leads_by_800() -> None:
-    o = obs(t(30), vm(live_migratable=True), probes=probes(0, "o"),
-            hosts=hosts(t(30), h1={"cpu_load": 0.8}))
+    o = obs(
+        t(30),
+        vm(live_migratable=True),
+        probes=probes(0, "o"),
+        hosts=hosts(t(30), h1={"cpu_load": 0.8}),
+    )
     d = run(mem(State.ENGINE_UP, **UP), o, t(30))
     assert d.state is State.ENGINE_MIGRATING and of(d, MigrateEngine) == [MigrateEngine("h2")]
     assert "h2 scores 3400, h1 scores 2600" in d.memory.reason
@@ -370,8 +382,12 @@ def test_migration_failure_or_timeout_falls_back(failed: bool, at: float) -> Non
 
 
 def test_local_maintenance_of_the_engine_host_moves_it_first() -> None:
-    o = obs(t(30), vm(live_migratable=True), probes=probes(0, "o"),
-            hosts=hosts(t(30), h1={"local_maintenance": True}))
+    o = obs(
+        t(30),
+        vm(live_migratable=True),
+        probes=probes(0, "o"),
+        hosts=hosts(t(30), h1={"local_maintenance": True}),
+    )
     d = run(mem(State.ENGINE_UP, **UP), o, t(30))
     assert of(d, MigrateEngine) == [MigrateEngine("h2")]
     assert [n.new for n in of(d, Notify)] == [State.LOCAL_MAINTENANCE, State.ENGINE_MIGRATING]
@@ -379,9 +395,15 @@ def test_local_maintenance_of_the_engine_host_moves_it_first() -> None:
 
 def test_local_maintenance_refused_when_no_other_host_can_take_it() -> None:
     o = obs(
-        t(30), vm(), probes=probes(0, "o"),
-        hosts=hosts(t(30), h1={"local_maintenance": True}, h2={"ready": False},
-                    h3={"last_heartbeat": T0 - timedelta(minutes=5)}),
+        t(30),
+        vm(),
+        probes=probes(0, "o"),
+        hosts=hosts(
+            t(30),
+            h1={"local_maintenance": True},
+            h2={"ready": False},
+            h3={"last_heartbeat": T0 - timedelta(minutes=5)},
+        ),
     )
     d = run(mem(State.ENGINE_UP, **UP), o, t(30))
     assert d.state is State.LOCAL_MAINTENANCE and engine_actions(d) == []
@@ -421,7 +443,7 @@ def test_local_maintenance_during_start_is_handled_not_abandoned() -> None:
 
 def test_stop_completes_into_down() -> None:
     d = run(mem(State.ENGINE_STOP, host="h1"), obs(t(10), vm(VmiPhase.SUCCEEDED)), t(10))
-    assert [n.new for n in of(d, Notify)][0] is State.ENGINE_DOWN
+    assert next(n.new for n in of(d, Notify)) is State.ENGINE_DOWN
 
 
 def test_stop_times_out_into_power_off() -> None:
@@ -474,8 +496,12 @@ def test_silent_host_is_fenced_and_nothing_starts_before_confirmation() -> None:
     # Once the engine is up elsewhere the fence request is released.
     up = run(
         mem(State.ENGINE_STARTING, host="h2", start_requested_at=t(27), fenced_host="h1"),
-        obs(t(40), vm(node="h2", since=t(28)), probes=probes(30, "o"),
-            hosts=lost_h1(t(40), fence=FenceStatus.CONFIRMED)),
+        obs(
+            t(40),
+            vm(node="h2", since=t(28)),
+            probes=probes(30, "o"),
+            hosts=lost_h1(t(40), fence=FenceStatus.CONFIRMED),
+        ),
         t(40),
     )
     assert up.state is State.ENGINE_UP
@@ -535,8 +561,9 @@ def test_fence_timeout_is_reported_once() -> None:
 
 def test_host_back_before_the_fence_runs_cancels_it() -> None:
     m = mem(State.FENCING, host="h1", lost_host="h1", last_action_at=T0)
-    o = obs(t(10), vm(), hosts=hosts(t(10), h1={"fence": FenceStatus.REQUESTED}),
-            probes=probes(0, "o"))
+    o = obs(
+        t(10), vm(), hosts=hosts(t(10), h1={"fence": FenceStatus.REQUESTED}), probes=probes(0, "o")
+    )
     d = run(m, o, t(10))
     assert of(d, ClearFenceRequest) == [ClearFenceRequest("h1")]
     assert d.state in (State.ENGINE_STARTING, State.ENGINE_UP) and engine_actions(d) == []
@@ -633,8 +660,9 @@ def test_entering_global_maintenance_from_degraded_and_leaving_resets() -> None:
 
 
 def test_failed_starts_back_off_exponentially_then_give_up() -> None:
-    s = Settings(backoff=Backoff(timedelta(seconds=10), 2.0, timedelta(seconds=60)),
-                 max_start_attempts=5)
+    s = Settings(
+        backoff=Backoff(timedelta(seconds=10), 2.0, timedelta(seconds=60)), max_start_attempts=5
+    )
     m, now, starts, gaps = Memory(), t(0), [], []
     for _ in range(200):
         d = run(m, obs(now, vm(VmiPhase.FAILED, since=now)), now, s)
@@ -645,7 +673,7 @@ def test_failed_starts_back_off_exponentially_then_give_up() -> None:
             assert [n.new for n in of(d, Notify)][-1] is State.DEGRADED
             break
         now += timedelta(seconds=1)
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in pairwise(starts)]
     assert m.state is State.DEGRADED and len(starts) == 5
     # Each gap is the backoff (plus the 1 s it takes to see the failure): 10, 20, 40, 60 (cap).
     assert gaps == [11, 21, 41, 61]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from hosted_engine.logic.backoff import Backoff
 from hosted_engine.logic.scoring import (
     HostFacts,
@@ -21,6 +19,8 @@ from hosted_engine.logic.scoring import (
     score_hosts,
     spares,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GIB = 1 << 30
 ENGINE = 8 * GIB
@@ -152,12 +152,12 @@ def test_backoff_grows_and_is_capped(base: int, factor: float, extra: int, attem
     backoff = Backoff(timedelta(seconds=base), factor, timedelta(seconds=base + extra))
     delays = [backoff.delay(n) for n in range(0, attempts + 1)]
     assert delays[0] == timedelta(0)
-    assert all(a <= b for a, b in zip(delays, delays[1:], strict=False))
+    assert all(a <= b for a, b in pairwise(delays))
     assert all(d <= backoff.cap for d in delays)
     assert delays[1] == backoff.base
     if factor >= 1.5 and base > 0:
         # Strictly growing until the cap is reached.
-        for a, b in zip(delays[1:], delays[2:], strict=False):
+        for a, b in pairwise(delays[1:]):
             assert b > a or b == backoff.cap
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert backoff.next_try(attempts, now) == now + delays[attempts]
