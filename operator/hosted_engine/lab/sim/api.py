@@ -45,6 +45,10 @@ JOBS = Res("batch", "v1", "jobs", "Job")
 STORAGECLASSES = Res("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False)
 
 
+class Conflict(Exception):
+    """A write carrying a stale resourceVersion lost an optimistic-concurrency race."""
+
+
 class Api(Protocol):
     """The verbs the simulators use. Errors other than NotFound/AlreadyExists propagate."""
 
@@ -82,8 +86,10 @@ class Api(Protocol):
         namespace: str | None = None,
         grace_period_seconds: int | None = None,
         uid: str | None = None,
+        propagation: str | None = None,
     ) -> bool:
-        """Whether the object existed. ``uid`` is a precondition (the kubelet's final delete)."""
+        """Whether the object existed. ``uid`` is a precondition (the kubelet's final delete);
+        ``propagation`` is the propagationPolicy (Foreground, Background, Orphan)."""
         ...
 
 
