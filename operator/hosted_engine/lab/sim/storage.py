@@ -163,7 +163,7 @@ class VolumeController:
                     self.api,
                     pvc,
                     PVCS,
-                    "Normal" if cls else "Normal",
+                    "Normal",
                     "FailedBinding",
                     message,
                     COMPONENT,
