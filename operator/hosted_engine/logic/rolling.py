@@ -410,7 +410,7 @@ class RollingStep:
 def job_name(run_name: str, host: str, stage: Stage) -> str:
     """Deterministic Job name (<= 63 chars, DNS-1123 label)."""
     digest = hashlib.sha256(f"{run_name}/{host}/{stage.value}".encode()).hexdigest()[:8]
-    base = f"{run_name}-{host}".lower()[:40]
+    base = f"{run_name}-{host}".lower()[:37]  # + "-postmaintenance-" + 8 hex <= 63
     safe = "".join(c if c.isalnum() or c == "-" else "-" for c in base).strip("-")
     return f"{safe}-{stage.value.lower()}-{digest}"
 
@@ -660,6 +660,10 @@ def _preflight(ctx: _Ctx) -> None:
     if s.stopping:
         if any(h.phase is HostPhase.PRE_FLIGHT for h in s.hosts):
             return  # let the PreFlights under way finish
+        for h in s.hosts:
+            if h.phase in (HostPhase.PENDING, HostPhase.READY):
+                h.phase = HostPhase.CANCELLED
+                h.message = "not started: the run stopped"
         _finish(ctx, RunPhase.FAILED, s.reason, s.message)
         return
     if all(h.phase not in (HostPhase.PENDING, HostPhase.PRE_FLIGHT) for h in s.hosts):
