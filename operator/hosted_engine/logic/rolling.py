@@ -23,10 +23,11 @@ The run, step by step (CloudStack's order, ``hosts.rst`` "KVM Rolling Maintenanc
    Within the group hosts start in order. A host holds an *unavailability slot* from its
    PreMaintenance until its maintenance has ended (the Host is Up again, also after a cancelled
    maintenance); its PostMaintenance runs outside the slot, on a host that is Up and
-   schedulable again (``postMaintenanceHoldsSlot`` keeps CloudStack's stricter order). Up to ``maxUnavailable`` slots are used at once; a host beyond the
-   first starts only when the other hosts can hold the VMs of every slot holder plus its own
-   (and the engine keeps its spares), else it waits. ``maxUnavailable`` 1 is exactly
-   CloudStack's sequential order.
+   schedulable again (``postMaintenanceHoldsSlot`` keeps CloudStack's stricter order). Up to
+   ``maxUnavailable`` slots are used at once; a host beyond the first starts only when the
+   other hosts can hold the VMs of every slot holder plus its own (and the engine keeps its
+   spares), else it waits, keeping the order. ``maxUnavailable`` 1 keeps CloudStack's safety
+   (one host down at a time); :func:`cloudstack_order` reproduces its exact order.
 5. **Per host**: PreMaintenance (70 = skip the host) -> recompute capacity -> enter maintenance
    and wait up to ``maintenanceTimeout`` for the Host to reach Maintenance (a refusal fails the
    host) -> Maintenance hook -> end maintenance and wait for Up (bounded by ``stageTimeout``)
