@@ -3,6 +3,6 @@
 ``hosted-engine run`` imports this package and runs kopf with the handlers it registers.
 """
 
-from hosted_engine.handlers import startup
+from hosted_engine.handlers import backup, host, hostedengine, startup, storagedomain
 
-__all__ = ["startup"]
+__all__ = ["backup", "host", "hostedengine", "startup", "storagedomain"]
