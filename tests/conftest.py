@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hosted_engine.lab.apiserver import LabApiServer
 from hosted_engine.lab.testing import LabThread
 

@@ -38,8 +38,8 @@ def build_app(core: ApiCore, token: str | None) -> web.Application:
                 return _unauthorized()
         ctype = request.headers.get("Content-Type", "application/json")
         if "protobuf" in ctype or "cbor" in ctype:
-            err = ApiError(415, f"the body of the request was in an unknown format - accepted "
-                                f"media types include: application/json, application/yaml",
+            err = ApiError(415, "the body of the request was in an unknown format - accepted "
+                                "media types include: application/json, application/yaml",
                            "UnsupportedMediaType")
             return web.Response(status=415, body=_dumps(err.status()),
                                 content_type="application/json")
