@@ -36,10 +36,12 @@ Cancel
     Mode none at any point of the drain: delete our migrations still in flight, uncordon, Up.
 
 Fencing
-    Asked for by the HostedEngine (``fence_requested``) or needed because the NonResponsive host
-    runs VMs that must restart elsewhere (runStrategy Always/RerunOnFailure) and has been silent
-    for ``silent_after_s + fence_after_s``. Guards, in order: power management configured,
-    fencing allowed on this host, the cluster is not partitioned (at least
+    Asked for by the HostedEngine (``fence_requested``: a Node that is not Ready goes
+    NonResponsive at once, the requester has waited its own threshold; a Ready Node is never
+    fenced, the request is refused with ``FencingBlocked=True/NodeReady``) or needed because the
+    NonResponsive host runs VMs that must restart elsewhere (runStrategy Always/RerunOnFailure)
+    and has been silent for ``silent_after_s + fence_after_s``. Guards, in order: power
+    management configured, fencing allowed on this host, the cluster is not partitioned (at least
     ``min_healthy_ratio`` of all hosts Ready, like NHC's minHealthy / CloudStack's
     ``kvm.ha.accepted.problematic.hosts.ratio``), and one fence at a time (a request in flight
     is awaited for ``fence_timeout_s``, then retried up to ``max_fence_attempts``). The fence is
@@ -393,7 +395,7 @@ def step(status: HostStatus | None, obs: HostObservation) -> Step:
         new = _fenced(current, obs, actions)
     elif current.state is HostState.NON_RESPONSIVE:
         new = _non_responsive(current, obs, silent, actions)
-    elif silent is not None and silent >= obs.policy.silent_after_s:
+    elif silent is not None and (silent >= obs.policy.silent_after_s or obs.fence_requested):
         new = _goto(current, HostState.NON_RESPONSIVE, obs.now, return_to=current.state)
         why = "the Node does not exist" if not obs.node.exists else "the Node is not Ready"
         actions.append(SetCondition("Responsive", "False", "NodeNotReady", why))
@@ -401,6 +403,16 @@ def step(status: HostStatus | None, obs: HostObservation) -> Step:
         new = _non_responsive(new, obs, silent, actions)
     else:
         new = _lifecycle(current, obs, actions)
+        if obs.fence_requested:  # the Node is Ready: never fence a host Kubernetes sees alive
+            if new.fence_blocked_reason != "NodeReady":
+                actions.append(SetCondition("FencingBlocked", "True", "NodeReady"))
+                actions.append(
+                    EmitEvent("Warning", "FencingBlocked", f"{obs.host}: the Node is Ready")
+                )
+            new = replace(new, fence_blocked_reason="NodeReady")
+        elif new.fence_blocked_reason is not None:
+            actions.append(SetCondition("FencingBlocked", "False", "NoFenceRequested"))
+            new = replace(new, fence_blocked_reason=None)
     return Step(new, tuple(actions))
 
 

@@ -405,3 +405,15 @@ def test_status_round_trips_through_json_and_resumes() -> None:
     assert step(restored, later) == step(s.status, later)
     fenced = step(None, silent_obs(60)).status
     assert HostStatus.from_dict(json.loads(json.dumps(fenced.to_dict()))) == fenced
+
+
+def test_fence_request_for_a_ready_node_is_refused_and_a_silent_one_fenced_at_once() -> None:
+    ready = step(None, obs(0, power=FENCE_OK, fence_requested=True))
+    assert not of(ready, RequestFence) and ready.status.state is HostState.UP
+    assert conditions(ready)["FencingBlocked"] == ("True", "NodeReady")
+    assert step(ready.status, obs(5, power=FENCE_OK, fence_requested=True)).actions == ()
+    withdrawn = step(ready.status, obs(6, power=FENCE_OK))
+    assert conditions(withdrawn)["FencingBlocked"][0] == "False"
+    # not Ready for 5 s only: the requester waited its own threshold, fence now
+    early = step(None, silent_obs(5, fence_requested=True, runs_restartable_vms=False))
+    assert early.status.state is HostState.NON_RESPONSIVE and of(early, RequestFence)
