@@ -231,11 +231,22 @@ class DrainPlan:
         )
 
 
-def migration_name(host: str, vm: VMRef) -> str:
-    """A deterministic VMIM name (DNS-1123 subdomain, <= 63 chars): creation is idempotent."""
-    digest = hashlib.sha256(f"{host}/{vm.namespace}/{vm.name}".encode()).hexdigest()[:8]
-    base = f"he-drain-{vm.name}".lower()[:50].rstrip("-.")
-    return f"{base}-{digest}"
+def migration_name(host: str, vm: VMRef, attempt: int = 1) -> str:
+    """A deterministic VMIM name (DNS-1123, <= 63 chars): creation is idempotent.
+
+    One name per (host, VM, attempt): a failed migration object stays (it is the record of the
+    failure, counted into ``failed_attempts``) and the retry gets a new name.
+    """
+    key = f"{host}/{vm.namespace}/{vm.name}/{attempt}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    base = f"he-drain-{vm.name}".lower()[:50]
+    safe = "".join(c if c.isalnum() or c == "-" else "-" for c in base).strip("-")
+    return f"{safe}-{digest}"
+
+
+def current_attempt(vm: DrainVM) -> int:
+    """The attempt a new or in-flight migration of ``vm`` is: one after the failed ones."""
+    return vm.failed_attempts + 1
 
 
 def queue_order(vms: Iterable[DrainVM]) -> list[DrainVM]:
@@ -311,7 +322,7 @@ def plan_drain(
             start.append(
                 MigrationStart(
                     vm=vm.ref,
-                    migration_name=migration_name(host, vm.ref),
+                    migration_name=migration_name(host, vm.ref, current_attempt(vm)),
                     is_engine=vm.is_engine,
                     memory_bytes=vm.memory_bytes,
                     allowed_nodes=engine_nodes if vm.is_engine else (),

@@ -71,6 +71,7 @@ from hosted_engine.logic.drain import (
     TargetHost,
     VMRef,
     check_capacity,
+    current_attempt,
     migration_name,
     plan_drain,
 )
@@ -487,7 +488,7 @@ def _enter(current: HostStatus, obs: HostObservation, actions: list[Action]) -> 
 def _delete_ours(progress: MaintenanceProgress, obs: HostObservation) -> list[Action]:
     ours = set(progress.started_migrations)
     return [
-        DeleteMigration(vm.ref, migration_name(obs.host, vm.ref))
+        DeleteMigration(vm.ref, migration_name(obs.host, vm.ref, current_attempt(vm)))
         for vm in obs.vms
         if _key(vm.ref) in ours and vm.migration is MigrationState.IN_FLIGHT
     ]

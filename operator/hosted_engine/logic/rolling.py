@@ -63,7 +63,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from hosted_engine.logic.drain import DrainVM, Refusal, TargetHost, check_capacity
+from hosted_engine.logic.drain import (
+    DrainVM,
+    MigrationLimits,
+    Refusal,
+    TargetHost,
+    check_capacity,
+)
 from hosted_engine.logic.host_lifecycle import EmitEvent, SetCondition
 
 EXIT_SKIP = 70
@@ -260,6 +266,13 @@ class EndMaintenance:
 
 @dataclass(frozen=True)
 class DisableGroupScheduling:
+    """Steer new VMs away from the group while it runs (CloudStack disables the cluster).
+
+    The group's hosts stay valid migration targets, as a disabled CloudStack cluster does for
+    its own maintenance and as the capacity checks assume: a soft ``PreferNoSchedule`` taint
+    (or an equivalent the placement honours), never a cordon.
+    """
+
     group: str
     hosts: tuple[str, ...]
 
@@ -864,6 +877,16 @@ class SimDurations:
     drain_s: Callable[[str], float] = lambda _host: 60.0
     activate_s: float = 5.0
     exit_codes: Mapping[tuple[str, Stage], int] = field(default_factory=dict)
+    # With limits: hosts draining at once share parallelMigrationsPerCluster; a drain that
+    # starts while k hosts drain takes drain_s * max(1, k * perNode / perCluster).
+    limits: MigrationLimits | None = None
+
+    def drain_time(self, host: str, draining: int) -> float:
+        base = self.drain_s(host)
+        if self.limits is None:
+            return base
+        share = draining * self.limits.per_node_outbound / self.limits.per_cluster
+        return base * max(1.0, share)
 
 
 @dataclass(frozen=True)
@@ -924,7 +947,8 @@ def simulate(
             elif isinstance(action, EnterMaintenance) and host_state[action.host] == "Up":
                 host_state[action.host] = "PreparingForMaintenance"
                 key = ("host", action.host)
-                when = now + timedelta(seconds=durations.drain_s(action.host))
+                draining = sum(1 for v in host_state.values() if v == "PreparingForMaintenance")
+                when = now + timedelta(seconds=durations.drain_time(action.host, draining))
                 value = "Maintenance"
             elif isinstance(action, EndMaintenance) and host_state[action.host] in (
                 "Maintenance",

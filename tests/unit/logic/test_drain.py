@@ -166,8 +166,15 @@ def test_migration_names_are_deterministic_dns_labels() -> None:
     name = migration_name(HOST, ref)
     assert name == migration_name(HOST, ref)
     assert name != migration_name("node-b", ref)
+    assert name == migration_name(HOST, ref, 1) != migration_name(HOST, ref, 2)
     assert len(name) <= 63
-    assert re.fullmatch(r"[a-z0-9]([a-z0-9.\-_]*[a-z0-9])?", name.replace("_", "-"))
+    assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name)
+
+
+def test_a_retry_gets_a_new_migration_name() -> None:
+    failed = vm("a", migration=MigrationState.FAILED, failed_attempts=1)
+    (start,) = plan([failed], now=T0).start
+    assert start.migration_name == migration_name(HOST, VMRef("ns", "a"), 2)
 
 
 def test_limits_from_kubevirt_cr() -> None:

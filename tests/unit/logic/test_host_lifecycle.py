@@ -174,7 +174,7 @@ def test_cancel_midway_deletes_only_our_pending_migrations_and_uncordons() -> No
     deleted = {a.vm.name for a in of(s2, DeleteMigration)}  # type: ignore[attr-defined]
     assert deleted == {"a", "b"}
     assert all(
-        a.migration_name == migration_name(HOST, a.vm)  # type: ignore[attr-defined]
+        a.migration_name == migration_name(HOST, a.vm, 1)  # type: ignore[attr-defined]
         for a in of(s2, DeleteMigration)
     )
     assert of(s2, Uncordon)

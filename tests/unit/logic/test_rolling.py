@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hosted_engine.logic.drain import DrainVM, TargetHost
+from hosted_engine.logic.drain import DrainVM, MigrationLimits, TargetHost
 from hosted_engine.logic.host_lifecycle import EmitEvent, SetCondition
 from hosted_engine.logic.rolling import (
     EXIT_SKIP,
@@ -500,3 +500,14 @@ def test_property_runs_end_safely(
             assert h.maintenance_requested_at is None
         if h.phase is HostPhase.DONE:
             assert all(h.stages[st_.value].result is StageResult.SUCCEEDED for st_ in Stage)
+
+
+def test_simulated_drains_share_the_cluster_migration_limit() -> None:
+    hosts = [host(f"h{i}", "g") for i in range(6)]
+    free = simulate(spec(hooks={}, max_unavailable=3), hosts, DUR)
+    shared = simulate(
+        spec(hooks={}, max_unavailable=3), hosts, replace(DUR, limits=MigrationLimits(5, 2))
+    )
+    # three hosts drain at once: 6 migrations wanted, 5 allowed -> the third drain is slower
+    assert free.total_s == 2 * (120 + 10)
+    assert shared.total_s == 2 * (120 * 6 / 5 + 10)
