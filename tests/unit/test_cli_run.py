@@ -209,3 +209,48 @@ def test_unknown_context_is_a_cli_error(tmp_path: Path) -> None:
         run_cli.prepare(parse("--kubeconfig", str(path), "--context", "nope"))
     assert exc.value.code == 2
     assert "nope" in str(exc.value)
+
+
+def test_operator_process_serves_liveness_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The real entry point: handlers imported, startup and login run, kopf's liveness endpoint
+    answers with our probe, SIGTERM stops it cleanly. The API server is unreachable on
+    purpose: liveness must not depend on it."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = write_kubeconfig(tmp_path / "k", "https://127.0.0.1:1", "t")
+    exe = Path(sys.executable).parent / "hosted-engine"
+    log = (tmp_path / "operator.log").open("w")
+    proc = subprocess.Popen(
+        [str(exe), "run", "--kubeconfig", str(config), "--standalone",
+         "--liveness", f"http://127.0.0.1:{port}/healthz"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        payload = None
+        deadline = time.monotonic() + 60
+        while payload is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    assert r.status == 200
+                    payload = yaml.safe_load(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert payload is not None, (tmp_path / "operator.log").read_text()
+        assert "now" in payload  # handlers/startup.py's probe
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    output = (tmp_path / "operator.log").read_text()
+    assert "Activity 'hosted-engine-settings' succeeded" in output
+    assert "Activity 'hosted-engine-login' succeeded" in output
+    assert "https://127.0.0.1:1/" in output  # the cluster the --kubeconfig named
