@@ -701,6 +701,37 @@ class Kubelet:
                 return lc.log.text() if lc is not None else None
         return None
 
+    async def follow_log(self, namespace: str, name: str, container: str) -> Any:
+        """``kubectl logs -f``: what is there, then new output until the container ends."""
+        local = next(
+            (p for p in self.pods.values() if p.namespace == namespace and p.name == name), None
+        )
+        lc = local.containers.get(container) if local is not None else None
+        if lc is None:
+            return
+        sent = 0
+        while True:
+            chunks = lc.log.chunks
+            for _, data in chunks[sent:]:
+                yield data
+            sent = len(chunks)
+            if lc.process is None or not lc.process.running or not self.node.running():
+                if sent == len(lc.log.chunks):
+                    return
+                continue
+            await asyncio.sleep(0.05)
+
+    async def shutdown(self) -> None:
+        """The lab stops: end every process this kubelet started."""
+        for pod in list(self.pods.values()):
+            if pod.stop_task is not None:
+                pod.stop_task.cancel()
+            for c in pod.containers.values():
+                if c.process is not None:
+                    c.process.kill_now()
+            self._remove_sandbox(pod)
+        self.pods.clear()
+
     # -- volumes and environment ------------------------------------------------------------
 
     def _remove_sandbox(self, local: LocalPod) -> None:

@@ -29,8 +29,8 @@ class LabTimings:
     pod_start_delay: float = 2.0
     #: upper bound applied to a pod's terminationGracePeriodSeconds (None: the pod's own value)
     max_termination_grace: float | None = None
-    #: a Job pod whose process ignores SIGTERM is killed this long after it (kubelet: the grace)
-    job_kill_grace: float = 30.0
+    #: how long a container without a local process takes to exit on SIGTERM (capped by grace)
+    container_stop_time: float = 1.0
 
     # -- kube-controller-manager -----------------------------------------------------------
     #: node lifecycle controller check period (--node-monitor-period, 5 s)
@@ -57,6 +57,8 @@ class LabTimings:
     # -- BMC --------------------------------------------------------------------------------
     #: delay between a BMC power command and the power actually changing
     bmc_power_delay: float = 5.0
+    #: an ACPI soft off: the operating system's shutdown before the power drops
+    os_shutdown_time: float = 30.0
 
     # -- KubeVirt (read by the KubeVirt simulators) -----------------------------------------
     #: guest boot from a running virt-launcher to VMI Running with a guest agent
@@ -90,16 +92,17 @@ class LabTimings:
             node_boot_time=0.3,
             pod_start_delay=0.05,
             max_termination_grace=0.2,
-            job_kill_grace=0.2,
+            container_stop_time=0.05,
             node_monitor_period=0.05,
             node_monitor_grace_period=0.5,
-            default_toleration_seconds=0.5,
+            default_toleration_seconds=1.0,
             job_backoff_base=0.05,
             job_backoff_max=0.4,
             pod_gc_orphan_quarantine=0.2,
             scheduler_retry=0.1,
             pv_sync_period=0.2,
             bmc_power_delay=0.0,
+            os_shutdown_time=0.1,
             vm_boot_time=0.2,
             virt_launcher_start_delay=0.05,
             migration_bandwidth=64 * 1024**3,
