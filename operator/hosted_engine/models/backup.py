@@ -237,7 +237,7 @@ class BackupRun(StatusModel):
     location: Annotated[str, Field(max_length=2048)] | None = Field(
         default=None, description="Where the run's objects are (URL or path)."
     )
-    manifest_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    manifest_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", max_length=64)] | None = None
     snapshot_name: ShortText | None = None
     export_name: ShortText | None = None
     engine_version: ShortText | None = None

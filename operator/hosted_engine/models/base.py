@@ -33,7 +33,6 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
@@ -97,6 +96,16 @@ Message = Annotated[str, Field(max_length=32768)]
 # Base models
 # --------------------------------------------------------------------------------------------
 
+_ACRONYMS = {"id": "ID", "ip": "IP", "tls": "TLS", "url": "URL", "cpu": "CPU", "api": "API"}
+
+
+def camel(name: str) -> str:
+    """snake_case -> lowerCamelCase with Kubernetes' acronyms (``verify_tls`` -> ``verifyTLS``,
+    ``host_id`` -> ``hostID``)."""
+    first, *rest = name.split("_")
+    return first + "".join(_ACRONYMS.get(part, part.capitalize()) for part in rest)
+
+
 
 class CamelModel(BaseModel):
     """Base of every API model: snake_case attributes, camelCase on the wire.
@@ -106,7 +115,7 @@ class CamelModel(BaseModel):
     """
 
     model_config = ConfigDict(
-        alias_generator=to_camel,
+        alias_generator=camel,
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
@@ -165,7 +174,7 @@ def cel_rules(*rules: CelRule) -> dict[str, Any]:
 
 def exactly_one(obj: BaseModel, fields: Sequence[str], what: str) -> None:
     """Raise a ValueError naming the camelCase fields unless exactly one of them is set."""
-    names = [to_camel(f) for f in fields]
+    names = [camel(f) for f in fields]
     chosen = [n for f, n in zip(fields, names, strict=True) if getattr(obj, f) is not None]
     if len(chosen) != 1:
         listed = ", ".join(names)
@@ -175,7 +184,7 @@ def exactly_one(obj: BaseModel, fields: Sequence[str], what: str) -> None:
 
 def exactly_one_cel(fields: Sequence[str], what: str) -> CelRule:
     """The CEL twin of :func:`exactly_one`."""
-    names = [to_camel(f) for f in fields]
+    names = [camel(f) for f in fields]
     terms = " + ".join(f"(has(self.{n}) ? 1 : 0)" for n in names)
     return CelRule(rule=f"{terms} == 1", message=f"{what}: set exactly one of {', '.join(names)}")
 
@@ -374,7 +383,7 @@ def parse_quantity(value: str | int) -> Decimal:
         base = Decimal(number)
     except InvalidOperation as exc:  # pragma: no cover - the pattern prevents it
         raise ValueError(f"invalid quantity {value!r}") from exc
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+    if suffix not in _SUFFIX:  # a decimal exponent: e3, E-2 ...
         return base * (Decimal(10) ** int(suffix[1:]))
     return base * _SUFFIX[suffix]
 

@@ -145,8 +145,8 @@ class PowerManagement(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             CelRule(
-                rule="self.type == 'redfish' || !has(self.systemId)",
-                message="systemId is only used with type redfish",
+                rule="self.type == 'redfish' || !has(self.systemID)",
+                message="systemID is only used with type redfish",
             ),
             CelRule(
                 rule="self.type == 'redfish' || !has(self.caBundleSecretRef)",
@@ -164,7 +164,7 @@ class PowerManagement(SpecModel):
     def _redfish_only_fields(self) -> PowerManagement:
         if self.type != PowerManagementType.REDFISH:
             if self.system_id is not None:
-                raise ValueError("systemId is only used with type redfish")
+                raise ValueError("systemID is only used with type redfish")
             if self.ca_bundle_secret_ref is not None:
                 raise ValueError("caBundleSecretRef is only used with type redfish")
         return self
