@@ -12,8 +12,10 @@ Algorithm of :func:`plan_drain`
    - in flight (a migration object exists and has not finished);
    - stopping (the ``shutdown`` policy already asked it to stop);
    - not live-migratable: ``block`` policy -> blocked with KubeVirt's reason, ``shutdown``
-     policy -> a :class:`ShutdownVM` order (the VM stays off, like Harvester's forced
-     maintenance; nothing restarts it on this host because the host is cordoned);
+     policy -> a shutdown order (the VM stays off, like Harvester's forced maintenance; nothing
+     restarts it on this host because the host is cordoned). The engine VM is never shut down
+     by policy: it blocks, and the HostedEngine cold-moves it;
+   - the engine VM when no usable host may run it -> blocked (never migrated "anywhere");
    - failed too often (``max_attempts`` migrations failed) -> blocked with the reason;
    - failed recently (less than ``retry_after_s`` ago) -> waiting, retried later;
    - otherwise queued.
@@ -296,6 +298,10 @@ def plan_drain(
             in_flight.append(vm.ref)
         elif vm.stopping:
             stopping.append(vm.ref)
+        elif not vm.live_migratable and vm.is_engine:
+            # never shut the engine down by policy: the HostedEngine cold-moves it
+            why = vm.not_migratable_reason or "NotLiveMigratable"
+            blocked.append(BlockedVM(vm.ref, f"EngineNotLiveMigratable: {why}"))
         elif not vm.live_migratable:
             if policy is NonMigratablePolicy.SHUTDOWN:
                 shutdown.append(vm.ref)
@@ -318,7 +324,9 @@ def plan_drain(
     start: list[MigrationStart] = []
     waiting: list[VMRef] = list(retry_later)
     for vm in queue_order(candidates):
-        if len(start) < slots:
+        if vm.is_engine and not engine_nodes:
+            blocked.append(BlockedVM(vm.ref, "EngineHasNoHost: no other host may run the engine"))
+        elif len(start) < slots:
             start.append(
                 MigrationStart(
                     vm=vm.ref,

@@ -11,7 +11,9 @@ The run, step by step (CloudStack's order, ``hosts.rst`` "KVM Rolling Maintenanc
    a label key); ``maxUnavailable >= 1``; ``stageTimeout`` not below the status poll interval
    (CloudStack refuses a timeout below ``kvm.rolling.maintenance.ping.interval``); the scope
    resolves to at least one host. Any failure ends the run at once (Failed).
-2. **Capacity for the whole scope**: for every host, can the other usable hosts hold its VMs
+2. **Hosts and capacity for the whole scope**: a host already in maintenance is skipped (left
+   as the user put it); a host not Up (NonResponsive, Fenced, ...) stops the run, or with
+   ``forced`` is skipped. For every other host, can the other usable hosts hold its VMs
    (:func:`hosted_engine.logic.drain.check_capacity`), and do enough hosts allowed to run the
    engine remain (one to run it plus ``engineSpares`` spares, as many as the cluster has)?
    A host that fails stops the run, or with ``forced`` is skipped.
@@ -572,6 +574,21 @@ def _start(ctx: _Ctx) -> bool:
     s.groups = list(dict.fromkeys(g for g, _ in pairs))
     s.started_at = ctx.now
     for h in s.hosts:
+        view = ctx.views[h.name]
+        if view.state in ("Maintenance", "PreparingForMaintenance"):
+            h.phase = HostPhase.SKIPPED
+            h.message = f"already {view.state} before the run: left as it is"
+            ctx.event("Normal", "HostSkipped", f"{h.name}: {h.message}")
+            continue
+        if view.state != "Up":
+            msg = f"{h.name} is {view.state}, not Up"
+            h.phase = HostPhase.FAILED
+            h.message = msg
+            if not spec.forced:
+                _finish(ctx, RunPhase.FAILED, "HostNotUp", msg)
+                return False
+            ctx.event("Warning", "HostSkipped", f"{msg} (forced: skipped)")
+            continue
         refusal = capacity_refusal({h.name}, obs.hosts, spec.engine_spares)
         if refusal is None:
             continue
@@ -897,6 +914,7 @@ class SimResult:
     max_unavailable_seen: int  # most hosts not Up at once
     run_hook_actions: int  # RunHook actions emitted (== jobs created when nothing reruns)
     jobs_created: int
+    timeline: tuple[tuple[float, frozenset[str]], ...] = ()  # (seconds, hosts not Up)
 
 
 def simulate(
@@ -927,6 +945,7 @@ def simulate(
     max_seen = 0
     run_hooks = 0
     deleted = 0
+    timeline: list[tuple[float, frozenset[str]]] = []
     for steps in range(1, max_steps + 1):
         if through_status and state is not None:
             state = RunState.from_dict(state.to_dict())
@@ -966,11 +985,13 @@ def simulate(
                 seq += 1
                 scheduled[key] = seq
                 heapq.heappush(events, (when, seq, key[0], key[1], value))
-        down = sum(1 for v in host_state.values() if v != "Up")
-        max_seen = max(max_seen, down)
+        down = frozenset(n for n, v in host_state.items() if v != "Up")
+        timeline.append(((now - t0).total_seconds(), down))
+        max_seen = max(max_seen, len(down))
         if state.terminal:
             total = (now - t0).total_seconds()
-            return SimResult(total, state, steps, max_seen, run_hooks, len(jobs) + deleted)
+            created = len(jobs) + deleted
+            return SimResult(total, state, steps, max_seen, run_hooks, created, tuple(timeline))
         if not events:
             raise RuntimeError("simulation stalled: nothing scheduled and the run not finished")
         now = events[0][0]

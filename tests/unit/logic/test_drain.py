@@ -144,6 +144,15 @@ def test_non_migratable_blocks_or_is_shut_down() -> None:
     assert not stopping.complete
 
 
+def test_engine_is_never_shut_down_nor_sent_anywhere() -> None:
+    stuck = vm("engine", is_engine=True, live_migratable=False, not_migratable_reason="HostDisk")
+    p = plan([stuck], policy=NonMigratablePolicy.SHUTDOWN)
+    assert p.shutdown == () and p.blocked[0].reason == "EngineNotLiveMigratable: HostDisk"
+    lonely = plan([vm("engine", is_engine=True), vm("a")], targets=(target("node-c"),))
+    assert [m.vm.name for m in lonely.start] == ["a"]
+    assert lonely.blocked[0].reason.startswith("EngineHasNoHost")
+
+
 def test_failed_migrations_retry_after_backoff_then_block() -> None:
     recent = vm("a", migration=MigrationState.FAILED, failed_attempts=1, last_failure_at=T0)
     assert plan([recent], now=T0 + timedelta(seconds=5)).start == ()

@@ -227,7 +227,10 @@ def test_engine_spares_kept() -> None:
     hosts = [host(f"h{i}", "g", engine=i < 3) for i in range(5)]
     result = simulate(spec(max_unavailable=2), hosts, DUR)
     assert result.state.phase is RunPhase.SUCCEEDED
-    # never two of the three engine hosts down at once: engine + one spare stay
+    engine_hosts = {"h0", "h1", "h2"}
+    # never two of the three engine hosts down at once: the engine and one spare stay
+    assert all(len(down & engine_hosts) <= 1 for _, down in result.timeline)
+    assert max(len(down) for _, down in result.timeline) == 2  # others still pair up
     base = simulate(spec(max_unavailable=2), [host(f"h{i}", "g") for i in range(5)], DUR)
     assert result.total_s > base.total_s
 
@@ -511,3 +514,18 @@ def test_simulated_drains_share_the_cluster_migration_limit() -> None:
     # three hosts drain at once: 6 migrations wanted, 5 allowed -> the third drain is slower
     assert free.total_s == 2 * (120 + 10)
     assert shared.total_s == 2 * (120 * 6 / 5 + 10)
+
+
+def test_hosts_not_up_at_the_start() -> None:
+    hosts = fleet(groups=1, per_group=3)
+    hosts[1] = replace(hosts[1], state="Maintenance")
+    hosts[2] = replace(hosts[2], state="NonResponsive")
+    s = step(None, spec(), observe(0, hosts))
+    assert s.state.phase is RunPhase.FAILED and s.state.reason == "HostNotUp"
+    forced = step(None, spec(forced=True), observe(0, hosts))
+    assert phases(forced.state) == {
+        "h00": HostPhase.PRE_FLIGHT,
+        "h01": HostPhase.SKIPPED,  # the user's maintenance is left alone
+        "h02": HostPhase.FAILED,
+    }
+    assert [a.host for a in of(forced, RunHook)] == ["h00"]  # type: ignore[attr-defined]
