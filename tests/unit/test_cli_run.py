@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import kubernetes.client
@@ -62,7 +63,7 @@ def test_defaults_serve_all_namespaces_with_peering_on() -> None:
     assert options.clusterwide
     assert not options.standalone
     assert options.peering == startup.PEERING_NAME
-    assert 1 <= options.priority <= run_cli.MAX_PRIORITY
+    assert 0 < options.priority < 2**53  # an exact integer in the peering object's JSON
     kwargs = options.kopf_kwargs()
     assert kwargs["clusterwide"] is True
     assert kwargs["namespaces"] == []
@@ -71,10 +72,20 @@ def test_defaults_serve_all_namespaces_with_peering_on() -> None:
     assert kwargs["liveness_endpoint"] is None
 
 
-def test_replicas_draw_distinct_priorities() -> None:
-    priorities = {parse().priority for _ in range(20)}
-    # A tie would pause both replicas; 20 draws from 2**31 never collide in practice.
+def test_replicas_started_together_draw_distinct_priorities() -> None:
+    started = datetime(2026, 5, 1, tzinfo=UTC)
+    priorities = {run_cli.default_priority(started) for _ in range(20)}
+    # A tie would pause both replicas; 20 draws of 20 random bits practically never collide.
     assert len(priorities) == 20
+
+
+def test_older_replica_outranks_a_newer_one() -> None:
+    # A rolling update starts a new pod next to the running one: the running one keeps acting.
+    older = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    newer = older + timedelta(seconds=1)
+    assert min(run_cli.default_priority(older) for _ in range(50)) > max(
+        run_cli.default_priority(newer) for _ in range(50)
+    )
 
 
 def test_explicit_priority_is_kept() -> None:

@@ -2,9 +2,9 @@
 
 The cluster is the one the kubeconfig names (``--kubeconfig``, else ``$KUBECONFIG`` or
 ``~/.kube/config``, else the in-cluster service account). Peering is on unless ``--standalone``:
-every replica joins the kopf peering object (``--peering``) with a random priority, the highest
-live one acts and the others wait, so two replicas never act at once. Missing peering objects
-stop the operator at start instead of letting it run unguarded.
+every replica joins the kopf peering object (``--peering``) with a priority that favours the
+oldest replica; the highest live one acts and the others wait, so two replicas never act at
+once. Missing peering objects stop the operator at start instead of letting it run unguarded.
 """
 
 from __future__ import annotations
@@ -15,25 +15,27 @@ import os
 import secrets
 import urllib.parse
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from hosted_engine.adapters import kube
 from hosted_engine.cli.main import CliError
+from hosted_engine.clock import get_clock
 from hosted_engine.handlers.startup import PEERING_NAME
 
 #: The module whose import registers every handler.
 HANDLERS_MODULE: Final = "hosted_engine.handlers"
 #: kopf's liveness endpoint as the manifests and the chart probe it.
 DEFAULT_LIVENESS: Final = "http://0.0.0.0:8080/healthz"
-#: Random peering priorities are drawn from [1, MAX_PRIORITY]; a tie would pause both replicas.
-MAX_PRIORITY: Final = 2**31 - 1
+#: Low bits of the default peering priority that are random (ties pause every replica).
+PRIORITY_RANDOM_BITS: Final = 20
 
 DESCRIPTION = """\
 Run the operator: kopf, with every handler of hosted_engine.handlers, in this process.
 
 The cluster is the one the kubeconfig names (--kubeconfig, else $KUBECONFIG or ~/.kube/config,
 else the in-cluster service account). Peering is on unless --standalone: the replicas share one
-kopf peering object, each with a random priority; the highest live one acts, the others wait.
+kopf peering object; the oldest live replica acts, the others wait (--priority overrides).
 """
 
 EXAMPLE = """\
@@ -139,16 +141,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--priority",
         type=int,
         metavar="N",
-        help="peering priority (default: random, so that one replica acts and the others wait)",
+        help="peering priority (default: older replicas first, random among equals)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.set_defaults(func=run_command)
 
 
+def default_priority(started: datetime) -> int:
+    """The peering priority of a replica started at ``started``: the earlier, the higher, so a
+    running replica keeps acting while a newer one (a rolling update) stands by; random low bits
+    break the tie between replicas started in the same second. Below 2**53, exact in JSON."""
+    seconds = max(0, min(int(started.timestamp()), (1 << 32) - 1))
+    return (((1 << 32) - seconds) << PRIORITY_RANDOM_BITS) | secrets.randbits(
+        PRIORITY_RANDOM_BITS
+    )
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     priority = args.priority
     if priority is None:
-        priority = 1 + secrets.randbelow(MAX_PRIORITY)
+        priority = default_priority(get_clock().now())
     return RunOptions(
         kubeconfig=args.kubeconfig,
         context=args.context,
