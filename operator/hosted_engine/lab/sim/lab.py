@@ -288,7 +288,10 @@ class Lab:
         clock: Clock | None = None,
         certificates: Any = None,
         plugins: bool = True,
+        server: LabApiServer | None = None,
     ) -> None:
+        """``server``: an API server already running (``hosted-engine lab up`` starts it);
+        the lab then neither starts nor stops it."""
         if hosts < 0:
             raise ValueError("hosts must be >= 0")
         self.hosts = hosts
@@ -300,15 +303,21 @@ class Lab:
         self.clock: Clock = clock or SystemClock()
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lab-sim-"))
-        self.server = LabApiServer(
-            port=port,
-            tls_enabled=tls_enabled,
-            token=token,
-            state_dir=state_dir,
-            config=ServerConfig(pod_graceful_deletion=True),
-            clock=self.clock,
-            certificates=certificates,
-        )
+        self._own_server = server is None
+        if server is None:
+            server = LabApiServer(
+                port=port,
+                tls_enabled=tls_enabled,
+                token=token,
+                state_dir=state_dir,
+                config=ServerConfig(pod_graceful_deletion=True),
+                clock=self.clock,
+                certificates=certificates,
+            )
+        else:
+            # pods bound to a node now wait for their kubelet to confirm a graceful delete
+            server.core.config.pod_graceful_deletion = True
+        self.server = server
         self.client: LocalClient = self.server.client
         self.api = LocalApi(self.client)
         self.nodes: dict[str, SimNode] = {}
@@ -426,7 +435,8 @@ class Lab:
         )
         self.server.register_log_provider(self._pod_log)
         self.faults.register_endpoint(self.server)
-        await self.server.start()
+        if self._own_server:
+            await self.server.start()
         names = [f"node-{i}" for i in range(1, self.hosts + 1)]
         await self._start_machines(names)
         await self._seed()
@@ -567,7 +577,8 @@ class Lab:
             self.farm = None
         for power in self.power.values():
             power.close()
-        await self.server.stop()
+        if self._own_server:
+            await self.server.stop()
         self.started = False
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
