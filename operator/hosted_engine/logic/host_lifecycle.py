@@ -558,7 +558,7 @@ def _preparing(current: HostStatus, obs: HostObservation, actions: list[Action])
             actions.append(SetCondition("DrainBlocked", "False", "NothingBlocked"))
         progress = replace(progress, blocked=plan.blocked)
 
-    if timing_out:
+    if timing_out and not plan.complete:
         actions.extend(_delete_ours(progress, obs))
         msg = f"{obs.host}: not drained after {timeout:g}s; migrations stopped, host stays cordoned"
         actions.append(SetCondition("Draining", "False", "TimedOut", msg))

@@ -40,6 +40,8 @@ from hosted_engine.logic.host_lifecycle import (
     Uncordon,
     step,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GiB = 1 << 30
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -417,3 +419,79 @@ def test_fence_request_for_a_ready_node_is_refused_and_a_silent_one_fenced_at_on
     # not Ready for 5 s only: the requester waited its own threshold, fence now
     early = step(None, silent_obs(5, fence_requested=True, runs_restartable_vms=False))
     assert early.status.state is HostState.NON_RESPONSIVE and of(early, RequestFence)
+
+
+# ------------------------------------------------------------------ property
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n_vms=st.integers(0, 12),
+    pinned=st.sets(st.integers(0, 11), max_size=3),
+    durations=st.lists(st.integers(1, 6), min_size=12, max_size=12),
+    per_node=st.integers(1, 3),
+    shutdown=st.booleans(),
+    modes=st.lists(st.booleans(), min_size=1, max_size=40),  # mode local? per tick
+    timeout=st.one_of(st.none(), st.integers(3, 30)),
+)
+def test_property_maintenance_in_a_simulated_world(
+    n_vms: int,
+    pinned: set[int],
+    durations: list[int],
+    per_node: int,
+    shutdown: bool,
+    modes: list[bool],
+    timeout: int | None,
+) -> None:
+    policy = HostPolicy(
+        maintenance_timeout_s=timeout,
+        non_migratable=NonMigratablePolicy.SHUTDOWN if shutdown else NonMigratablePolicy.BLOCK,
+    )
+    limits = MigrationLimits(5, per_node)
+    on_host = {f"v{i}": vm(f"v{i}", live_migratable=i not in pinned) for i in range(n_vms)}
+    ends: dict[str, int] = {}
+    cordoned = False
+    status: HostStatus | None = None
+    for t, local in enumerate([*modes, *([False] * 10)]):
+        for name in [n for n, end in ends.items() if end <= t]:
+            del ends[name]
+            on_host.pop(name, None)
+        mode = LOCAL if local else NONE
+        o = obs(
+            t,
+            mode=mode,
+            vms=tuple(on_host.values()),
+            node=NodeObservation(cordoned=cordoned),
+            limits=limits,
+            policy=policy,
+        )
+        s = step(status, o)
+        status = s.status
+        for a in s.actions:
+            if isinstance(a, Cordon):
+                cordoned = True
+            elif isinstance(a, Uncordon):
+                cordoned = False
+            elif isinstance(a, CreateMigration):
+                name = a.migration.vm.name
+                assert mode is LOCAL
+                assert on_host[name].migration is not MigrationState.IN_FLIGHT
+                assert on_host[name].live_migratable
+                on_host[name] = replace(on_host[name], migration=MigrationState.IN_FLIGHT)
+                ends[name] = t + durations[int(name[1:])]
+            elif isinstance(a, DeleteMigration):
+                on_host[a.vm.name] = replace(on_host[a.vm.name], migration=MigrationState.NONE)
+                ends.pop(a.vm.name, None)
+            elif isinstance(a, ShutdownVM):
+                on_host[a.vm.name] = replace(on_host[a.vm.name], stopping=True)
+                ends[a.vm.name] = t + 1
+        in_flight = sum(1 for v in on_host.values() if v.migration is MigrationState.IN_FLIGHT)
+        assert in_flight <= per_node  # never exceeded
+        if status.state is HostState.MAINTENANCE:
+            assert cordoned and not on_host
+        if status.state is HostState.PREPARING_FOR_MAINTENANCE:
+            assert cordoned and mode is LOCAL
+    # the run ends with mode none for 10 ticks: back Up, uncordoned, no migration of ours left
+    assert status is not None and status.state is HostState.UP
+    assert not cordoned
+    assert all(v.migration is not MigrationState.IN_FLIGHT for v in on_host.values())
