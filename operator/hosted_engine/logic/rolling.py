@@ -181,6 +181,7 @@ class Scope:
     group_values: tuple[str, ...] = ()  # with group_label_key: only these groups (all if empty)
 
     def forms(self) -> int:
+        """How many scope forms are given (exactly one is valid)."""
         return sum(x is not None for x in (self.host_names, self.selector, self.group_label_key))
 
 
@@ -191,6 +192,7 @@ class RollingSpec:
     payload: tuple[str, ...] = ()
     forced: bool = False
     stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S
+    hook_timeouts_s: Mapping[Stage, float] = field(default_factory=dict)  # per-hook override
     maintenance_timeout_s: float = DEFAULT_MAINTENANCE_TIMEOUT_S
     max_unavailable: int = 1
     preflight_parallelism: int | None = None  # None: every host at once
@@ -557,12 +559,13 @@ def _start(ctx: _Ctx) -> bool:
     if spec.max_unavailable < 1:
         _finish(ctx, RunPhase.FAILED, "InvalidMaxUnavailable", "maxUnavailable must be >= 1")
         return False
-    if spec.stage_timeout_s < obs.poll_interval_s:
+    shortest = min([spec.stage_timeout_s, *spec.hook_timeouts_s.values()])
+    if shortest < obs.poll_interval_s:
         _finish(
             ctx,
             RunPhase.FAILED,
             "StageTimeoutBelowPollInterval",
-            f"stageTimeout {spec.stage_timeout_s:g}s is below the status poll interval "
+            f"a stage timeout of {shortest:g}s is below the status poll interval "
             f"{obs.poll_interval_s:g}s",
         )
         return False
@@ -616,7 +619,8 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
     if command is None:
         return StageResult.SUCCEEDED  # stage not configured
     name = job_name(obs.run_name, h.name, stage)
-    run = RunHook(h.name, stage, name, tuple(command) + spec.payload, spec.stage_timeout_s)
+    timeout = spec.hook_timeouts_s.get(stage, spec.stage_timeout_s)
+    run = RunHook(h.name, stage, name, tuple(command) + spec.payload, timeout)
     rec = h.stages.get(stage.value)
     if rec is None:
         if not ctx.may_start:
@@ -628,11 +632,11 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
         return rec.result
     job = obs.jobs.get(rec.job_name)
     if job is None or job.state is JobState.RUNNING:
-        if (ctx.now - rec.started_at).total_seconds() >= spec.stage_timeout_s:
+        if (ctx.now - rec.started_at).total_seconds() >= timeout:
             ctx.actions.append(DeleteHook(rec.job_name))
             rec.result = StageResult.TIMED_OUT
             rec.finished_at = ctx.now
-            rec.message = f"{stage.value} did not finish within {spec.stage_timeout_s:g}s"
+            rec.message = f"{stage.value} did not finish within {timeout:g}s"
             return rec.result
         if job is None:
             ctx.actions.append(run)  # idempotent: the Job may never have been created

@@ -124,12 +124,17 @@ def phases(state: RunState) -> dict[str, HostPhase]:
         (spec(scope=Scope()), 10, "InvalidScope"),
         (spec(scope=Scope(host_names=("h00",), group_label_key="cluster")), 10, "InvalidScope"),
         (spec(stage_timeout_s=5), 10, "StageTimeoutBelowPollInterval"),
+        (spec(hook_timeouts_s={Stage.MAINTENANCE: 5}), 10, "StageTimeoutBelowPollInterval"),
+        (spec(stage_timeout_s=5), 1, None),  # allowed with a 1 s poll interval
         (spec(max_unavailable=0), 10, "InvalidMaxUnavailable"),
         (spec(scope=Scope(host_names=("nope",))), 10, "EmptyScope"),
     ],
 )
-def test_refuses_to_start(rspec: RollingSpec, poll: float, reason: str) -> None:
+def test_refuses_to_start(rspec: RollingSpec, poll: float, reason: str | None) -> None:
     s = step(None, rspec, observe(0, fleet(), poll=poll))
+    if reason is None:
+        assert s.state.phase is RunPhase.PRE_FLIGHT
+        return
     assert s.state.phase is RunPhase.FAILED and s.state.reason == reason
     assert conds(s)["Failed"] == ("True", reason)
     assert not of(s, RunHook)
@@ -320,7 +325,7 @@ def test_failing_maintenance_hook_with_forced_skips_the_host() -> None:
 
 def test_stage_timeout_deletes_the_hook_and_fails() -> None:
     hosts = fleet(groups=1, per_group=2)  # h01 stays out of scope: it takes the VMs
-    rspec = spec(scope=ONE, stage_timeout_s=100)
+    rspec = spec(scope=ONE, stage_timeout_s=100, hook_timeouts_s={Stage.MAINTENANCE: 900})
     s = step(None, rspec, observe(0, hosts))
     job = next(a for a in s.actions if isinstance(a, RunHook))
     assert job.timeout_s == 100
