@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from celeval import both, model_errors
-
 from hosted_engine.models.host import (
     FENCE_REQUEST_ANNOTATION,
     POWER_ACTION_ANNOTATION,

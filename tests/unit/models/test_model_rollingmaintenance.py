@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from celeval import both, model_errors
-
 from hosted_engine.models.rollingmaintenance import (
     SKIP_EXIT_CODE,
     HostRunState,
