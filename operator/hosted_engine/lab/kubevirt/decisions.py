@@ -43,6 +43,11 @@ def parse_bytes(value: Any) -> int:
     return math.ceil(parse_quantity(value))
 
 
+def phase_of(obj: Obj | None) -> str:
+    """``status.phase`` of an object ("" when unset or when there is no object)."""
+    return str(((obj or {}).get("status") or {}).get("phase") or "")
+
+
 # -- run strategy ---------------------------------------------------------------------------
 
 
