@@ -137,6 +137,7 @@ class NodePower:
         self._timer: threading.Timer | None = None
         self._pending: PowerState | None = None
         self._final: PowerState | None = None
+        self._plan_cause: PowerCause | None = None
         self._closed = False
         #: every command the BMCs passed on, in order (an audit trail for tests and the demo)
         self.commands: list[PowerCause] = []
@@ -209,7 +210,12 @@ class NodePower:
     def power_off(self) -> None:
         with self._lock:
             self._command(PowerCause.OFF)
-            if self._effective() is PowerState.ON:
+            # a hard off also overrides a slower way down (an OS shutdown in progress)
+            heading_off_slowly = self._state is PowerState.ON and self._plan_cause not in (
+                None,
+                PowerCause.OFF,
+            )
+            if self._effective() is PowerState.ON or heading_off_slowly:
                 self._cancel()
                 if self._state is PowerState.ON:
                     self._plan([(self.power_delay, PowerState.OFF)], PowerCause.OFF)
@@ -291,6 +297,7 @@ class NodePower:
         self._generation += 1
         self._pending = None
         self._final = None
+        self._plan_cause = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -299,6 +306,7 @@ class NodePower:
         if self._closed:
             return
         self._final = steps[-1][1]
+        self._plan_cause = cause
         self._run_steps(self._generation, cause, steps)
 
     def _run_steps(self, generation: int, cause: PowerCause, steps: list[_Step]) -> None:
@@ -319,6 +327,7 @@ class NodePower:
             self._apply(state, cause)
         self._timer = None
         self._final = None
+        self._plan_cause = None
 
     def _fire(self, generation: int, cause: PowerCause, steps: list[_Step]) -> None:
         with self._lock:
