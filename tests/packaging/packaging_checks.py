@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = ROOT / "crds"
 CHART_DIR = ROOT / "charts" / "hosted-engine-operator"
 MANIFESTS_DIR = ROOT / "manifests"
+KOPF_PEERING_CRDS = MANIFESTS_DIR / "crds" / "kopf-peering.yaml"
 KUBE_VERSION = "1.37.0"
 
 #: The four kinds issue 2 requires (plurals); crds/ may add more.
@@ -230,7 +231,7 @@ def check_peering(objects: list[Obj], options: run_cli.RunOptions) -> None:
 
 def check_operator(objects: list[Obj]) -> run_cli.RunOptions:
     crds = project_crds()
-    peering_crds = load_docs((MANIFESTS_DIR / "peering-crds.yaml").read_text())
+    peering_crds = load_docs(KOPF_PEERING_CRDS.read_text())
     validate_all(objects, extra_crds=[*crds, *peering_crds])
     check_rbac(objects, crds)
     options = check_deployment(objects)

@@ -10,6 +10,7 @@ import pytest
 from packaging_checks import (
     CHART_DIR,
     CRDS_DIR,
+    KOPF_PEERING_CRDS,
     MANIFESTS_DIR,
     check_operator,
     load_docs,
@@ -75,8 +76,6 @@ def test_crds_are_the_generated_ones_and_kept_on_uninstall(chart: helm.Chart) ->
         out = rendered[crd["metadata"]["name"]]
         assert out["spec"] == crd["spec"]
         assert out["metadata"]["annotations"][KEEP] == "keep"
-    for peering_crd in of_kind(render(chart), "CustomResourceDefinition"):
-        assert peering_crd["metadata"]["annotations"][KEEP] == "keep"
 
 
 def test_chart_copy_of_the_crds_is_current() -> None:
@@ -116,12 +115,14 @@ def test_watched_namespaces_get_their_peering_objects(chart: helm.Chart) -> None
     assert of_kind(objects, "ClusterKopfPeering") == []
 
 
-def test_peering_crds_can_be_left_to_another_kopf_operator(chart: helm.Chart) -> None:
-    objects = render(chart, {"peering": {"installCRDs": False}})
-    assert [c["spec"]["group"] for c in of_kind(objects, "CustomResourceDefinition")] == [
+def test_kopf_peering_crds_ship_in_helms_crds_directory(chart: helm.Chart) -> None:
+    # Helm installs crds/ before the templates (the peering object needs its kind served),
+    # never deletes them, and `--skip-crds` leaves them to another kopf operator.
+    shipped = [doc for crd in chart.crds for doc in load_docs(crd["data"])]
+    assert shipped == load_docs(KOPF_PEERING_CRDS.read_text())
+    assert [c["spec"]["group"] for c in of_kind(render(chart), "CustomResourceDefinition")] == [
         "hostedengine.io"
-    ] * len(hostedengine_crds(objects))
-    check_operator(objects)  # the peering object still validates against kopf's CRD
+    ] * len(hostedengine_crds(render(chart)))
 
 
 def test_rbac_matches_the_plain_manifests(chart: helm.Chart) -> None:

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from packaging_checks import MANIFESTS_DIR, check_operator, load_docs, of_kind, one, validate_all
+from packaging_checks import (
+    KOPF_PEERING_CRDS,
+    MANIFESTS_DIR,
+    check_operator,
+    load_docs,
+    of_kind,
+    one,
+    validate_all,
+)
 
 Obj = dict[str, Any]
 
@@ -19,9 +27,9 @@ def kubectl() -> str:
     return str(exe) if exe.exists() else (shutil.which("kubectl") or "kubectl")
 
 
-def kustomize_build() -> list[Obj]:
+def kustomize_build(directory: Path = MANIFESTS_DIR) -> list[Obj]:
     result = subprocess.run(
-        [kubectl(), "kustomize", str(MANIFESTS_DIR)],
+        [kubectl(), "kustomize", str(directory)],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -40,7 +48,7 @@ def files() -> list[Obj]:
 @pytest.mark.parametrize("path", sorted(p.name for p in MANIFESTS_DIR.glob("*.yaml")
                                         if p.name != "kustomization.yaml"))
 def test_each_file_validates(path: str) -> None:
-    peering_crds = load_docs((MANIFESTS_DIR / "peering-crds.yaml").read_text())
+    peering_crds = load_docs(KOPF_PEERING_CRDS.read_text())
     validate_all(load_docs((MANIFESTS_DIR / path).read_text()), extra_crds=peering_crds)
 
 
@@ -65,3 +73,20 @@ def test_kustomize_build_is_a_sound_install() -> None:
 def test_namespace_enforces_the_restricted_pod_security_level() -> None:
     namespace = one(files(), "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_crds_step_installs_kopfs_peering_kinds() -> None:
+    objects = kustomize_build(MANIFESTS_DIR / "crds")
+    validate_all(objects)
+    kinds = {(c["spec"]["group"], c["spec"]["names"]["kind"], c["spec"]["scope"])
+             for c in one_each(objects, "CustomResourceDefinition")}
+    assert kinds == {("kopf.dev", "ClusterKopfPeering", "Cluster"),
+                     ("kopf.dev", "KopfPeering", "Namespaced")}
+    # The operator's own step holds no CRD: a CRD and its objects in one apply fail.
+    assert of_kind(kustomize_build(), "CustomResourceDefinition") == []
+
+
+def one_each(objects: list[Obj], kind: str) -> list[Obj]:
+    found = of_kind(objects, kind)
+    assert found, f"no {kind}"
+    return found
