@@ -458,13 +458,20 @@ def quantity_cel(expr: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class QuantityRange:
-    """Bounds of a :class:`Quantity` field, checked by the model and by a CEL rule."""
+    """Bounds of a :class:`Quantity` field, checked by the model and (``cel=True``) by a CEL rule.
+
+    The CEL rule needs Kubernetes' quantity library (``quantity()``, ``compareTo``), which plain
+    CEL engines such as cel-python lack; ``cel=False`` keeps a bound in the model only.
+    """
 
     minimum: str | None = None
     maximum: str | None = None
+    cel: bool = True
 
     def rules(self) -> list[CelRule]:
-        out = []
+        out: list[CelRule] = []
+        if not self.cel:
+            return out
         if self.minimum is not None:
             out.append(
                 CelRule(

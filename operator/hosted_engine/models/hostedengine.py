@@ -119,7 +119,8 @@ class EngineImage(SpecModel):
 
 
 class EngineDisk(SpecModel):
-    size: Annotated[Quantity, QuantityRange(minimum="1Gi")] = Field(
+    # Sanity bounds kept in the model only (no CEL quantity rule on every HostedEngine).
+    size: Annotated[Quantity, QuantityRange(minimum="1Gi", cel=False)] = Field(
         default=Quantity("58Gi"), description="Size of the engine's disk."
     )
     storage_domain: ObjectName = Field(
@@ -250,7 +251,7 @@ class CloudInit(SpecModel):
 
 class EngineVM(SpecModel):
     cpu: Annotated[int, Field(ge=1, le=256)] = Field(default=4, description="Virtual CPUs.")
-    memory: Annotated[Quantity, QuantityRange(minimum="1Gi")] = Field(
+    memory: Annotated[Quantity, QuantityRange(minimum="1Gi", cel=False)] = Field(
         default=Quantity("16Gi"), description="Memory (oVirt recommends at least 16Gi)."
     )
     disk: EngineDisk

@@ -219,8 +219,10 @@ def test_start_backoff_must_be_ordered() -> None:
 def test_duration_bounds_are_enforced_by_cel_too() -> None:
     model, cel = both(HostedEngine, spec(failover={"silenceThreshold": "1s"}))
     assert model and cel == ["spec.failover.silenceThreshold: must be at least 2s"]
+    # The engine's memory bound is the model's only (no quantity CEL on every HostedEngine).
     model, cel = both(HostedEngine, spec(vm__memory="512Mi"))
-    assert model and cel == ["spec.vm.memory: must be at least 1Gi"]
+    assert model == ["spec.vm.memory: quantity 512Mi is too small: must be at least 1Gi"]
+    assert cel == []
 
 
 def test_random_mac_is_in_ovirts_range_and_reproducible() -> None:

@@ -241,3 +241,18 @@ def test_error_paths_include_list_indexes() -> None:
         )
     (line,) = validation_messages(exc.value, "spec.selector")
     assert line.startswith("spec.selector.matchExpressions[1].operator: ")
+
+
+def test_range_bounds_become_cel_rules_on_the_field() -> None:
+    props = Sample.model_json_schema()["properties"]
+    assert props["waitTime"]["x-kubernetes-validations"] == [
+        {"rule": "duration(self) >= duration('1s')", "message": "must be at least 1s"},
+        {"rule": "duration(self) <= duration('1h')", "message": "must be at most 1h"},
+    ]
+    assert props["memorySize"]["x-kubernetes-validations"] == [
+        {
+            "rule": "quantity(string(self)).compareTo(quantity('1Gi')) >= 0",
+            "message": "must be at least 1Gi",
+        }
+    ]
+    assert QuantityRange(minimum="1Gi", cel=False).rules() == []
