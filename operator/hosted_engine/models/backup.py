@@ -29,9 +29,9 @@ from hosted_engine.models.base import (
     DurationRange,
     HttpUrl,
     LabelSelector,
+    LongText,
     ObjectName,
     PrinterColumn,
-    Reason,
     Resource,
     ResourceInfo,
     Scope,
@@ -241,7 +241,7 @@ class BackupRun(StatusModel):
     snapshot_name: ShortText | None = None
     export_name: ShortText | None = None
     engine_version: ShortText | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class BackupStatus(ObjectStatus):
@@ -260,7 +260,7 @@ class BackupStatus(ObjectStatus):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
     )
     last_run_now_id: ShortText | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class Backup(Resource):

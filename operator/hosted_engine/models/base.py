@@ -89,7 +89,8 @@ AbsolutePath = Annotated[str, Field(pattern=ABSOLUTE_PATH_PATTERN, max_length=10
 Image = Annotated[str, Field(pattern=IMAGE_PATTERN, min_length=1, max_length=512)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ShortText = Annotated[str, Field(max_length=256)]
-Reason = Annotated[str, Field(max_length=1024)]
+LongText = Annotated[str, Field(max_length=1024)]
+"""A reason or message in a status or spec (at most 1024 characters)."""
 Message = Annotated[str, Field(max_length=32768)]
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +105,6 @@ def camel(name: str) -> str:
     ``host_id`` -> ``hostID``)."""
     first, *rest = name.split("_")
     return first + "".join(_ACRONYMS.get(part, part.capitalize()) for part in rest)
-
 
 
 class CamelModel(BaseModel):

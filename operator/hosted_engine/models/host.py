@@ -33,10 +33,10 @@ from hosted_engine.models.base import (
     Duration,
     DurationRange,
     HostAddress,
+    LongText,
     ObjectName,
     Port,
     PrinterColumn,
-    Reason,
     Resource,
     ResourceInfo,
     Scope,
@@ -105,7 +105,7 @@ class HostMaintenance(SpecModel):
         default=LocalMaintenanceMode.NONE,
         description="local: cordon the Node and live-migrate every VM away; none: activate.",
     )
-    reason: Reason | None = None
+    reason: LongText | None = None
     timeout: Annotated[Duration, DurationRange(minimum="1s", maximum="72h")] = duration_field(
         "30m", "Time the drain may take before it stops and reports (the host stays cordoned)"
     )
@@ -215,7 +215,7 @@ class MigratingVm(VmRef):
 
 
 class BlockedVm(VmRef):
-    reason: Reason
+    reason: LongText
 
 
 class DrainStatus(StatusModel):
@@ -231,7 +231,7 @@ class DrainStatus(StatusModel):
     shut_down: list[VmRef] = Field(default_factory=list, max_length=512)
     failed: list[BlockedVm] = Field(default_factory=list, max_length=512)
     timed_out: bool = False
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class FencePhase(StrEnum):
@@ -246,7 +246,7 @@ class FencePhase(StrEnum):
 class FencingStatus(StatusModel):
     request_id: ShortText | None = None
     requested_by: ShortText | None = None
-    reason: Reason | None = None
+    reason: LongText | None = None
     phase: FencePhase | None = None
     requested_at: datetime | None = None
     started_at: datetime | None = None
@@ -258,7 +258,7 @@ class FencingStatus(StatusModel):
     previous_state: HostState | None = Field(
         default=None, description="State to return to when the host is back (Up/Maintenance)."
     )
-    message: Reason | None = None
+    message: LongText | None = None
     count: Annotated[int, Field(ge=0)] = 0
 
 
@@ -266,7 +266,7 @@ class PowerActionStatus(StatusModel):
     id: ShortText | None = None
     action: PowerAction
     result: PowerActionResult
-    message: Reason | None = None
+    message: LongText | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -307,7 +307,7 @@ class HostStatus(ObjectStatus):
     fencing: FencingStatus | None = None
     power_management: PowerManagementStatus = Field(default_factory=PowerManagementStatus)
     clock_skew: ClockSkewStatus = Field(default_factory=ClockSkewStatus)
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class Host(Resource):

@@ -37,13 +37,13 @@ from hosted_engine.models.base import (
     Image,
     IPv4,
     LabelSelector,
+    LongText,
     MacAddress,
     ObjectName,
     Port,
     PrinterColumn,
     Quantity,
     QuantityRange,
-    Reason,
     Resource,
     ResourceInfo,
     Scope,
@@ -287,7 +287,7 @@ class EngineMaintenance(SpecModel):
     until: datetime | None = Field(
         default=None, description="Global maintenance ends by itself at this time."
     )
-    reason: Reason | None = Field(default=None, description="Why (shown in status and Events).")
+    reason: LongText | None = Field(default=None, description="Why (shown in status and Events).")
     reminder_interval: Annotated[Duration, DurationRange(minimum="1m", maximum="168h")] = (
         duration_field("1h", "Interval of the reminder Events while in global maintenance")
     )
@@ -516,7 +516,7 @@ class EngineStatus(StatusModel):
     vm: VmStatus = VmStatus.UNKNOWN
     health: HealthStatus = HealthStatus.UNKNOWN
     detail: ShortText | None = None
-    reason: Reason | None = None
+    reason: LongText | None = None
 
 
 class VmInfo(StatusModel):
@@ -585,7 +585,7 @@ class HaMemory(StatusModel):
     last_healthy_at: datetime | None = None
     stop_requested_at: datetime | None = None
     fence: FenceRequest | None = None
-    last_transition_reason: Reason | None = None
+    last_transition_reason: LongText | None = None
 
 
 class UpgradeStepName(StrEnum):
@@ -611,7 +611,7 @@ class UpgradeStep(StatusModel):
     state: StepState = StepState.PENDING
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class UpgradePhase(StrEnum):
@@ -635,7 +635,7 @@ class UpgradeStatus(StatusModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     steps: list[UpgradeStep] = Field(default_factory=list, max_length=16)
-    reason: Reason | None = None
+    reason: LongText | None = None
 
 
 class SparesStatus(StatusModel):
@@ -659,7 +659,7 @@ class FailoverRecord(StatusModel):
 class NotificationStatus(StatusModel):
     sent: Annotated[int, Field(ge=0)] = 0
     last_sent_at: datetime | None = None
-    last_error: Reason | None = None
+    last_error: LongText | None = None
     last_error_at: datetime | None = None
 
 

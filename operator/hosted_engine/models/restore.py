@@ -18,9 +18,9 @@ from hosted_engine.models.backup import BackupTarget
 from hosted_engine.models.base import (
     AGE_COLUMN,
     DnsLabel,
+    LongText,
     ObjectName,
     PrinterColumn,
-    Reason,
     Resource,
     ResourceInfo,
     Scope,
@@ -93,7 +93,7 @@ class ChecksumMismatch(StatusModel):
 
 class HostReport(StatusModel):
     name: str = Field(max_length=253)
-    reason: Reason
+    reason: LongText
     cleaned: bool = False
 
 
@@ -107,7 +107,7 @@ class RestoreStatus(ObjectStatus):
     mismatches: list[ChecksumMismatch] = Field(default_factory=list, max_length=100)
     hosted_engine: str | None = Field(default=None, max_length=253)
     missing_hosts: list[HostReport] = Field(default_factory=list, max_length=128)
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class Restore(Resource):

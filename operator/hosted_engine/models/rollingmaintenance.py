@@ -27,9 +27,9 @@ from hosted_engine.models.base import (
     LabelKey,
     LabelSelector,
     LabelValue,
+    LongText,
     ObjectName,
     PrinterColumn,
-    Reason,
     Resource,
     ResourceInfo,
     Scope,
@@ -188,7 +188,7 @@ class StageResult(StatusModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     log_tail: Annotated[str, Field(max_length=LOG_TAIL_MAX)] | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class HostRunState(StrEnum):
@@ -211,7 +211,7 @@ class HostProgress(StatusModel):
     stages: list[StageResult] = Field(default_factory=list, max_length=4)
     maintenance_started_at: datetime | None = None
     maintenance_finished_at: datetime | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class GroupState(StrEnum):
@@ -245,7 +245,7 @@ class RunState(StrEnum):
 class CapacityCheck(StatusModel):
     ok: bool
     checked_at: datetime | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class RollingMaintenanceStatus(ObjectStatus):
@@ -266,7 +266,7 @@ class RollingMaintenanceStatus(ObjectStatus):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["host"]},
     )
     capacity_check: CapacityCheck | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class RollingMaintenance(Resource):

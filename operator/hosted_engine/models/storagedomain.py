@@ -21,11 +21,11 @@ from hosted_engine.models.base import (
     ClusterSecretRef,
     HostAddress,
     Iqn,
+    LongText,
     ObjectName,
     Port,
     PrinterColumn,
     Quantity,
-    Reason,
     Resource,
     ResourceInfo,
     Scope,
@@ -237,7 +237,7 @@ class ProbeStatus(StatusModel):
     endpoint: str | None = Field(default=None, max_length=300)
     reachable: bool | None = None
     checked_at: datetime | None = None
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class StorageDomainStatus(ObjectStatus):
@@ -251,7 +251,7 @@ class StorageDomainStatus(ObjectStatus):
     )
     claims: list[ClaimRef] = Field(default_factory=list, max_length=1024)
     probe: ProbeStatus = Field(default_factory=ProbeStatus)
-    message: Reason | None = None
+    message: LongText | None = None
 
 
 class StorageDomain(Resource):
