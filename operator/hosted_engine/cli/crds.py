@@ -17,8 +17,12 @@ def register(subparsers: Any) -> None:
             "Without --output-dir, print them as one multi-document YAML stream; with it, "
             "write one file per CRD named <plural>.<group>.yaml."
         ),
-        epilog="Example: hosted-engine crds --output-dir crds   |   hosted-engine crds | kubectl "
-        "apply -f -",
+        epilog=(
+            "Examples:\n"
+            "  hosted-engine crds --output-dir crds\n"
+            "  hosted-engine crds | kubectl apply --server-side -f -"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--output-dir",
