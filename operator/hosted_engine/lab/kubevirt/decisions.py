@@ -145,9 +145,12 @@ def is_set_to_start(strategy: str, vm: Obj, vmi: Obj | None) -> bool:
 
 def remaining_requests(vm: Obj, vmi: Obj | None) -> list[dict[str, Any]]:
     """stateChangeRequests left once processed: a stop is done when its VMI is gone, a start
-    when a VMI exists that no pending stop targets."""
+    when a live VMI (neither final nor being deleted) exists."""
     reqs = _requests(vm)
     vmi_uid = (vmi or {}).get("metadata", {}).get("uid") if vmi else None
+    live = vmi is not None and not _is_final(vmi) and not (
+        (vmi or {}).get("metadata", {}).get("deletionTimestamp")
+    )
     while reqs:
         first = reqs[0]
         if first.get("action") == "Stop":
@@ -155,7 +158,7 @@ def remaining_requests(vm: Obj, vmi: Obj | None) -> list[dict[str, Any]]:
                 break
             reqs = reqs[1:]
         elif first.get("action") == "Start":
-            if vmi is None:
+            if not live:
                 break
             reqs = reqs[1:]
         else:
