@@ -322,7 +322,7 @@ class ApiCore:
 
     async def _dispatch(self, req: ApiRequest, method: str, route: Route) -> ApiResponse:
         info, q = route.info, req.query
-        watch = route.watch or q.get("watch") in ("true", "1")
+        watch = route.watch or _flag(q, "watch")
         verb = self._verb(method, route, watch)
         dropped = await self.faults.apply(verb, info.group, info.plural, route.subresource,
                                           route.namespace or "", route.name or "", req.local)
@@ -470,7 +470,7 @@ class ApiCore:
         watcher = Watcher(namespace, sel, self.config.max_watch_queue)
         rv_text = q.get("resourceVersion", "")
         initial: list[tuple[int, str, Obj]] = []
-        send_initial = q.get("sendInitialEvents") == "true"
+        send_initial = _flag(q, "sendInitialEvents")
         if rv_text in ("", "0") or send_initial:
             for obj in bucket.iter(namespace):
                 if sel.empty or sel.matches(obj):
@@ -492,7 +492,7 @@ class ApiCore:
                         initial.append((ev.rv, seen[0], seen[1]))
         bucket.watchers.add(watcher)
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
-        bookmarks = q.get("allowWatchBookmarks") == "true"
+        bookmarks = _flag(q, "allowWatchBookmarks")
         return self._stream(info, bucket, watcher, initial, timeout, bookmarks, send_initial)
 
     async def _table_events(self, info: ResourceInfo, events: AsyncIterator[dict[str, Any]],
@@ -885,7 +885,7 @@ class ApiCore:
                            f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                            f"{old_meta.get('resourceVersion')}")
         policy = options.get("propagationPolicy") or q.get("propagationPolicy")
-        if options.get("orphanDependents") is True or q.get("orphanDependents") == "true":
+        if options.get("orphanDependents") is True or _flag(q, "orphanDependents"):
             policy = "Orphan"
         await self._admit("DELETE", info, "", ns, name, None, old, q)
         finalizers = list(old_meta.get("finalizers") or [])
@@ -1355,6 +1355,11 @@ def _success() -> Obj:
 def _now_str_at(clock: Clock, seconds: float) -> str:
     t: datetime = clock.now() + timedelta(seconds=seconds)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _flag(q: Mapping[str, str], name: str) -> bool:
+    """A boolean query parameter (clients send true, True or 1)."""
+    return str(q.get(name, "")).lower() in ("true", "1")
 
 
 def _dry_run(q: Mapping[str, str]) -> bool:
