@@ -9,6 +9,7 @@ otherwise). Kubernetes' quantity library (``quantity``, ``compareTo``) is provid
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import celpy
@@ -35,6 +36,11 @@ def _compare_to(a: Any, b: Any) -> celtypes.IntType:
 
 
 FUNCTIONS = {"quantity": _quantity, "compareTo": _compare_to}
+
+
+@functools.cache
+def _program(rule: str) -> Any:
+    return _ENV.program(_ENV.compile(rule), functions=FUNCTIONS)
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -64,7 +70,7 @@ def evaluate(schema: dict[str, Any], value: Any, old: Any = None, path: str = "s
         activation = {"self": celpy.json_to_cel(value)}
         if uses_old:
             activation["oldSelf"] = celpy.json_to_cel(old)
-        program = _ENV.program(_ENV.compile(rule["rule"]), functions=FUNCTIONS)
+        program = _program(rule["rule"])
         result = program.evaluate(activation)
         if isinstance(result, Exception) or not bool(result):
             failures.append(f"{path}: {rule['message']}")
