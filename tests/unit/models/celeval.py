@@ -111,4 +111,9 @@ def both(
     kind: type[Resource], spec: dict[str, Any], old: Any = None
 ) -> tuple[list[str], list[str]]:
     """(model errors, CEL failures) for ``spec`` of ``kind``."""
-    return model_errors(kind, spec), cel_failures(crd_for(kind), spec, old)
+    return model_errors(kind, spec), cel_failures(_crd(kind), spec, old)
+
+
+@functools.cache
+def _crd(kind: type[Resource]) -> dict[str, Any]:
+    return crd_for(kind)
