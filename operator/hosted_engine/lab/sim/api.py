@@ -75,8 +75,10 @@ class Api(Protocol):
         body: Obj,
         namespace: str | None = None,
         subresource: str | None = None,
+        patch_type: str | None = None,
     ) -> Obj | None:
-        """A strategic-merge patch for built-in kinds (merge patch otherwise); None if gone."""
+        """A strategic-merge patch for built-in kinds (merge patch otherwise, or
+        ``patch_type`` "merge"/"strategic"); None if gone."""
         ...
 
     async def delete(

@@ -129,8 +129,9 @@ class LocalApi:
         body: Obj,
         namespace: str | None = None,
         subresource: str | None = None,
+        patch_type: str | None = None,
     ) -> Obj | None:
-        kind = "strategic" if res.group in _BUILTIN_GROUPS else "merge"
+        kind = patch_type or ("strategic" if res.group in _BUILTIN_GROUPS else "merge")
         try:
             return await self.client.patch(
                 res.group, res.version, res.plural, name, body, namespace, kind, subresource or ""

@@ -274,6 +274,8 @@ class NodeLifecycleController:
                 "metadata": {"resourceVersion": meta(node).get("resourceVersion")},
                 "spec": {"taints": taints},
             },
+            # a merge patch replaces the list: taints are an atomic list in NodeSpec
+            patch_type="merge",
         )
         return patched if patched is not None else node
 
