@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-
 from hosted_engine.lab.sim.lab import Lab
 from hosted_engine.lab.sim.runner import LabRunner
 from hosted_engine.lab.sim.timings import LabTimings

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-from simhelpers import cond, events_for, get_node, get_pod, is_terminating, phase, pod, taints
-
 from hosted_engine.lab.sim.api import EVENTS, NODES, PODS
 from hosted_engine.lab.sim.lab import Lab
+from simhelpers import cond, events_for, get_node, get_pod, is_terminating, phase, pod, taints
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 
@@ -43,18 +42,27 @@ async def test_dead_node_turns_unknown_and_tainted_its_pods_stay_terminating(
     # still Ready right after the failure: nobody knows yet
     assert cond(get_node(sim_lab, "node-2"), "Ready")["status"] == "True"
     await sim_lab.wait_for(
-        lambda: cond(get_node(sim_lab, "node-2"), "Ready")["status"] == "Unknown", timeout=5)
+        lambda: cond(get_node(sim_lab, "node-2"), "Ready")["status"] == "Unknown", timeout=5
+    )
     node = get_node(sim_lab, "node-2")
     ready = cond(node, "Ready")
     assert ready["reason"] == "NodeStatusUnknown"
     assert ready["message"] == "Kubelet stopped posting node status."
     await sim_lab.wait_for(
-        lambda: taints(get_node(sim_lab, "node-2"))
-        >= {(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")}, timeout=5)
-    assert any(t.get("timeAdded") for t in get_node(sim_lab, "node-2")["spec"]["taints"]
-               if t["effect"] == "NoExecute")
-    await sim_lab.wait_for(lambda: cond(get_pod(sim_lab, "web"), "Ready").get("status")
-                           == "False", timeout=5)
+        lambda: (
+            taints(get_node(sim_lab, "node-2"))
+            >= {(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")}
+        ),
+        timeout=5,
+    )
+    assert any(
+        t.get("timeAdded")
+        for t in get_node(sim_lab, "node-2")["spec"]["taints"]
+        if t["effect"] == "NoExecute"
+    )
+    await sim_lab.wait_for(
+        lambda: cond(get_pod(sim_lab, "web"), "Ready").get("status") == "False", timeout=5
+    )
     # after tolerationSeconds the taint manager deletes the pod; nobody completes it
     await sim_lab.wait_for(lambda: is_terminating(sim_lab, "web"), timeout=5)
     assert cond(get_pod(sim_lab, "web"), "DisruptionTarget")["reason"] == "DeletionByTaintManager"
@@ -70,15 +78,19 @@ async def test_out_of_service_taint_force_deletes_terminating_pods(sim_lab: Lab)
     await sim_lab.faults.fail_node("node-1")
     await sim_lab.wait_for(lambda: is_terminating(sim_lab, "db"), timeout=5)
     node = get_node(sim_lab, "node-1")
-    new_taints = [*node["spec"].get("taints", []),
-                  {"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown",
-                   "effect": "NoExecute"}]
+    new_taints = [
+        *node["spec"].get("taints", []),
+        {
+            "key": "node.kubernetes.io/out-of-service",
+            "value": "nodeshutdown",
+            "effect": "NoExecute",
+        },
+    ]
     await sim_lab.api.patch(NODES, "node-1", {"spec": {"taints": new_taints}})
     await sim_lab.wait_for(lambda: get_pod(sim_lab, "db") is None, timeout=5)
     # the lifecycle controller keeps the operator's taint while the node is down
     await sim_lab.settle(3)
-    assert ("node.kubernetes.io/out-of-service", "NoExecute") in taints(
-        get_node(sim_lab, "node-1"))
+    assert ("node.kubernetes.io/out-of-service", "NoExecute") in taints(get_node(sim_lab, "node-1"))
 
 
 async def test_out_of_service_evicts_even_pods_that_tolerate_unreachable_forever(
@@ -88,14 +100,27 @@ async def test_out_of_service_evicts_even_pods_that_tolerate_unreachable_forever
     await _running_on(sim_lab, "sticky", "node-3", tolerations=forever)
     await sim_lab.faults.fail_node("node-3")
     await sim_lab.wait_for(
-        lambda: (UNREACHABLE, "NoExecute") in taints(get_node(sim_lab, "node-3")), timeout=5)
+        lambda: (UNREACHABLE, "NoExecute") in taints(get_node(sim_lab, "node-3")), timeout=5
+    )
     await asyncio.sleep(sim_lab.timings.default_toleration_seconds * 2)
     assert not is_terminating(sim_lab, "sticky")
     node = get_node(sim_lab, "node-3")
-    await sim_lab.api.patch(NODES, "node-3", {"spec": {"taints": [
-        *node["spec"]["taints"],
-        {"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown",
-         "effect": "NoExecute"}]}})
+    await sim_lab.api.patch(
+        NODES,
+        "node-3",
+        {
+            "spec": {
+                "taints": [
+                    *node["spec"]["taints"],
+                    {
+                        "key": "node.kubernetes.io/out-of-service",
+                        "value": "nodeshutdown",
+                        "effect": "NoExecute",
+                    },
+                ]
+            }
+        },
+    )
     await sim_lab.wait_for(lambda: get_pod(sim_lab, "sticky") is None, timeout=5)
 
 
@@ -113,15 +138,19 @@ async def test_recovered_node_rejoins_and_finishes_terminating_pods(sim_lab: Lab
     await sim_lab.wait_for(lambda: is_terminating(sim_lab, "app"), timeout=5)
     await sim_lab.faults.recover_node("node-1")
     await sim_lab.wait_for(
-        lambda: cond(get_node(sim_lab, "node-1"), "Ready")["status"] == "True", timeout=5)
+        lambda: cond(get_node(sim_lab, "node-1"), "Ready")["status"] == "True", timeout=5
+    )
     await sim_lab.wait_for(lambda: get_pod(sim_lab, "app") is None, timeout=5)
     await sim_lab.wait_for(
-        lambda: not any(k == UNREACHABLE for k, _ in taints(get_node(sim_lab, "node-1"))),
-        timeout=5)
+        lambda: not any(k == UNREACHABLE for k, _ in taints(get_node(sim_lab, "node-1"))), timeout=5
+    )
     node = get_node(sim_lab, "node-1")
     assert node["status"]["nodeInfo"]["bootID"] != boot_id
-    rebooted = [e for e in await sim_lab.api.list(EVENTS, "default")
-                if e["reason"] == "Rebooted" and e["involvedObject"]["name"] == "node-1"]
+    rebooted = [
+        e
+        for e in await sim_lab.api.list(EVENTS, "default")
+        if e["reason"] == "Rebooted" and e["involvedObject"]["name"] == "node-1"
+    ]
     assert rebooted and rebooted[0]["type"] == "Warning"
 
 
@@ -131,7 +160,8 @@ async def test_after_a_reboot_lost_containers_fail_or_restart_by_policy(sim_lab:
     await _running_on(sim_lab, "always", "node-3", tolerations=forever)
     await sim_lab.faults.fail_node("node-3")
     await sim_lab.wait_for(
-        lambda: cond(get_node(sim_lab, "node-3"), "Ready")["status"] == "Unknown", timeout=5)
+        lambda: cond(get_node(sim_lab, "node-3"), "Ready")["status"] == "Unknown", timeout=5
+    )
     assert phase(sim_lab, "once") == "Running"
     await sim_lab.faults.recover_node("node-3")
     await sim_lab.wait_for(lambda: phase(sim_lab, "once") == "Failed", timeout=5)
@@ -139,8 +169,10 @@ async def test_after_a_reboot_lost_containers_fail_or_restart_by_policy(sim_lab:
     assert state["terminated"]["reason"] == "ContainerStatusUnknown"
     assert state["terminated"]["exitCode"] == 137
     await sim_lab.wait_for(
-        lambda: phase(sim_lab, "always") == "Running"
-        and get_pod(sim_lab, "always")["status"]["containerStatuses"][0]["restartCount"] == 1,  # type: ignore[index]
+        lambda: (
+            phase(sim_lab, "always") == "Running"
+            and get_pod(sim_lab, "always")["status"]["containerStatuses"][0]["restartCount"] == 1
+        ),  # type: ignore[index]
         timeout=5,
     )
 
@@ -149,8 +181,12 @@ async def test_a_new_pod_never_lands_on_the_dead_node(sim_lab: Lab) -> None:
     await sim_lab.faults.fail_node("node-1")
     await sim_lab.faults.fail_node("node-2")
     await sim_lab.wait_for(
-        lambda: all((UNREACHABLE, "NoSchedule") in taints(get_node(sim_lab, n))
-                    for n in ("node-1", "node-2")), timeout=5)
+        lambda: all(
+            (UNREACHABLE, "NoSchedule") in taints(get_node(sim_lab, n))
+            for n in ("node-1", "node-2")
+        ),
+        timeout=5,
+    )
     await sim_lab.api.create(PODS, pod("fresh"), "default")
     await sim_lab.wait_for(lambda: phase(sim_lab, "fresh") == "Running", timeout=5)
     assert get_pod(sim_lab, "fresh")["spec"]["nodeName"] == "node-3"  # type: ignore[index]

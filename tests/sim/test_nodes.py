@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from simhelpers import cond, get_node
-
 from hosted_engine.lab.sim.api import LEASES, NODES
 from hosted_engine.lab.sim.lab import Lab
 from hosted_engine.lab.sim.nodes import HostHardware
 from hosted_engine.lab.sim.quantity import to_units
+from simhelpers import cond, get_node
 
 
 async def test_hosts_register_as_ready_nodes_with_capacity_and_labels(sim_lab: Lab) -> None:
@@ -27,12 +26,17 @@ async def test_hosts_register_as_ready_nodes_with_capacity_and_labels(sim_lab: L
     status = node["status"]
     assert to_units("cpu", status["capacity"]["cpu"]) == 16000
     assert to_units("memory", status["allocatable"]["memory"]) < to_units(
-        "memory", status["capacity"]["memory"])
+        "memory", status["capacity"]["memory"]
+    )
     assert status["capacity"]["devices.kubevirt.io/kvm"] == "1k"
     ready = cond(node, "Ready")
     assert ready["status"] == "True" and ready["reason"] == "KubeletReady"
-    assert {c["type"] for c in status["conditions"]} >= {"MemoryPressure", "DiskPressure",
-                                                          "PIDPressure", "Ready"}
+    assert {c["type"] for c in status["conditions"]} >= {
+        "MemoryPressure",
+        "DiskPressure",
+        "PIDPressure",
+        "Ready",
+    }
     assert status["nodeInfo"]["systemUUID"] == sim_lab.nodes["node-2"].system_uuid
     assert any(a["type"] == "InternalIP" for a in status["addresses"])
 
@@ -41,7 +45,8 @@ async def test_hardware_and_extra_labels_are_configurable(
     sim_lab_factory: Callable[..., Awaitable[Lab]],
 ) -> None:
     lab: Lab = await sim_lab_factory(
-        hosts=1, hardware=HostHardware(cpu=8, memory_gi=32, labels={"rack": "r1"}))
+        hosts=1, hardware=HostHardware(cpu=8, memory_gi=32, labels={"rack": "r1"})
+    )
     node = get_node(lab, "node-1")
     assert node["status"]["capacity"]["cpu"] == "8"
     assert node["status"]["capacity"]["memory"] == "32Gi"
@@ -73,8 +78,10 @@ async def test_a_deleted_node_of_a_running_machine_registers_again(sim_lab: Lab)
     uid = get_node(sim_lab, "node-1")["metadata"]["uid"]
     await sim_lab.client.delete("", "v1", "nodes", "node-1")
     await sim_lab.wait_for(
-        lambda: (sim_lab.informer(NODES).get("node-1") or {}).get("metadata", {}).get("uid")
-        not in (None, uid),
+        lambda: (
+            (sim_lab.informer(NODES).get("node-1") or {}).get("metadata", {}).get("uid")
+            not in (None, uid)
+        ),
         timeout=5,
     )
     assert cond(get_node(sim_lab, "node-1"), "Ready")["status"] == "True"

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from hosted_engine.lab.sim.placement import (
     filter_reasons,
     pod_requests,
@@ -21,8 +20,14 @@ from hosted_engine.lab.sim.placement import (
 from hosted_engine.lab.sim.quantity import parse_quantity, to_units
 
 
-def node(name: str, cpu: str = "4", memory: str = "8Gi", labels: dict[str, str] | None = None,
-         taints: list[dict[str, Any]] | None = None, unschedulable: bool = False) -> dict[str, Any]:
+def node(
+    name: str,
+    cpu: str = "4",
+    memory: str = "8Gi",
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, Any]] | None = None,
+    unschedulable: bool = False,
+) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
         "spec": {"taints": taints or [], "unschedulable": unschedulable},
@@ -34,7 +39,9 @@ def pod(cpu: str = "1", memory: str = "1Gi", **spec: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": "p", "namespace": "default"},
         "spec": {
-            "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}],
+            "containers": [
+                {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+            ],
             **spec,
         },
     }
@@ -42,9 +49,16 @@ def pod(cpu: str = "1", memory: str = "1Gi", **spec: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("text", "resource", "units"),
-    [("500m", "cpu", 500), ("2", "cpu", 2000), ("0.1m", "cpu", 1), ("1Gi", "memory", 2**30),
-     ("1G", "memory", 10**9), ("1.5Gi", "memory", 3 * 2**29), ("110", "pods", 110),
-     ("1e3", "memory", 1000)],
+    [
+        ("500m", "cpu", 500),
+        ("2", "cpu", 2000),
+        ("0.1m", "cpu", 1),
+        ("1Gi", "memory", 2**30),
+        ("1G", "memory", 10**9),
+        ("1.5Gi", "memory", 3 * 2**29),
+        ("110", "pods", 110),
+        ("1e3", "memory", 1000),
+    ],
 )
 def test_quantities_in_scheduler_units(text: str, resource: str, units: int) -> None:
     assert to_units(resource, text) == units
@@ -70,7 +84,9 @@ def test_requests_sum_containers_take_max_of_init_and_add_overhead() -> None:
 def test_resources_filter_names_every_missing_resource() -> None:
     used = {"cpu": 3500, "memory": 7 * 2**30, "pods": 1}
     assert filter_reasons(pod("1", "2Gi"), node("n"), used) == [
-        "Insufficient cpu", "Insufficient memory"]
+        "Insufficient cpu",
+        "Insufficient memory",
+    ]
     assert filter_reasons(pod("500m", "1Gi"), node("n"), used) == []
 
 
@@ -83,16 +99,26 @@ def test_extended_resources_must_be_offered() -> None:
 def test_cordoned_node_is_filtered_unless_tolerated() -> None:
     cordoned = node("n", unschedulable=True)
     assert filter_reasons(pod(), cordoned, {}) == ["node(s) were unschedulable"]
-    tolerant = pod(tolerations=[{"key": "node.kubernetes.io/unschedulable", "operator": "Exists",
-                                 "effect": "NoSchedule"}])
+    tolerant = pod(
+        tolerations=[
+            {
+                "key": "node.kubernetes.io/unschedulable",
+                "operator": "Exists",
+                "effect": "NoSchedule",
+            }
+        ]
+    )
     assert filter_reasons(tolerant, cordoned, {}) == []
 
 
 def test_taints_need_tolerations_but_prefer_no_schedule_only_scores() -> None:
     tainted = node("n", taints=[{"key": "dedicated", "value": "db", "effect": "NoSchedule"}])
     assert filter_reasons(pod(), tainted, {}) == ["node(s) had untolerated taint {dedicated: db}"]
-    ok = pod(tolerations=[{"key": "dedicated", "operator": "Equal", "value": "db",
-                           "effect": "NoSchedule"}])
+    ok = pod(
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}
+        ]
+    )
     assert filter_reasons(ok, tainted, {}) == []
     wrong_value = pod(tolerations=[{"key": "dedicated", "value": "web"}])
     assert filter_reasons(wrong_value, tainted, {}) != []
@@ -112,44 +138,92 @@ def test_toleration_matching_rules() -> None:
 
 
 def test_node_selector_and_required_affinity_both_apply() -> None:
-    nodes = [node("a", labels={"disk": "ssd", "zone": "1"}), node("b", labels={"disk": "hdd"}),
-             node("c", labels={"disk": "ssd", "zone": "2"})]
-    p = pod(nodeSelector={"disk": "ssd"}, affinity={"nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["1"]}]}]}}})
+    nodes = [
+        node("a", labels={"disk": "ssd", "zone": "1"}),
+        node("b", labels={"disk": "hdd"}),
+        node("c", labels={"disk": "ssd", "zone": "2"}),
+    ]
+    p = pod(
+        nodeSelector={"disk": "ssd"},
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "zone", "operator": "NotIn", "values": ["1"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+    )
     decision = schedule(p, nodes, {})
     assert decision.node == "c"
 
 
 @pytest.mark.parametrize(
     ("expr", "fits"),
-    [({"key": "gen", "operator": "Gt", "values": ["3"]}, True),
-     ({"key": "gen", "operator": "Lt", "values": ["3"]}, False),
-     ({"key": "gen", "operator": "Exists"}, True),
-     ({"key": "gpu", "operator": "DoesNotExist"}, True),
-     ({"key": "gen", "operator": "In", "values": ["4", "5"]}, True)],
+    [
+        ({"key": "gen", "operator": "Gt", "values": ["3"]}, True),
+        ({"key": "gen", "operator": "Lt", "values": ["3"]}, False),
+        ({"key": "gen", "operator": "Exists"}, True),
+        ({"key": "gpu", "operator": "DoesNotExist"}, True),
+        ({"key": "gen", "operator": "In", "values": ["4", "5"]}, True),
+    ],
 )
 def test_affinity_operators(expr: dict[str, Any], fits: bool) -> None:
-    p = pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [expr]}]}}})
+    p = pod(
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [expr]}]
+                }
+            }
+        }
+    )
     assert (filter_reasons(p, node("n", labels={"gen": "4"}), {}) == []) is fits
 
 
 def test_match_fields_selects_by_node_name_and_terms_are_ored() -> None:
-    p = pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]},
-            {"matchExpressions": [{"key": "role", "operator": "In", "values": ["x"]}]},
-        ]}}})
+    p = pod(
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": ["b"]}
+                            ]
+                        },
+                        {"matchExpressions": [{"key": "role", "operator": "In", "values": ["x"]}]},
+                    ]
+                }
+            }
+        }
+    )
     assert schedule(p, [node("a"), node("b"), node("c", labels={"role": "x"})], {}).node == "b"
 
 
 def test_preferred_affinity_weights_pick_the_node() -> None:
     prefs = [
-        {"weight": 20, "preference": {"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["a"]}]}},
-        {"weight": 90, "preference": {"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["c"]}]}},
+        {
+            "weight": 20,
+            "preference": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["a"]}
+                ]
+            },
+        },
+        {
+            "weight": 90,
+            "preference": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["c"]}
+                ]
+            },
+        },
     ]
     p = pod(affinity={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": prefs}})
     assert schedule(p, [node("a"), node("b"), node("c")], {}).node == "c"
@@ -158,25 +232,37 @@ def test_preferred_affinity_weights_pick_the_node() -> None:
 def test_least_allocated_spreads_and_ties_break_by_name() -> None:
     nodes = [node("b"), node("a"), node("c")]
     assert schedule(pod(), nodes, {}).node == "a"
-    bound = [{"spec": {"nodeName": "a", "containers": pod()["spec"]["containers"]},
-              "status": {"phase": "Running"}}]
+    bound = [
+        {
+            "spec": {"nodeName": "a", "containers": pod()["spec"]["containers"]},
+            "status": {"phase": "Running"},
+        }
+    ]
     assert schedule(pod(), nodes, used_by_node(bound)).node == "b"
 
 
 def test_terminal_pods_free_their_resources_terminating_ones_do_not() -> None:
-    done = {"metadata": {}, "spec": {"nodeName": "a", **pod("4", "1Gi")["spec"]},
-            "status": {"phase": "Succeeded"}}
-    leaving = {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
-               "spec": {"nodeName": "b", **pod("4", "1Gi")["spec"]},
-               "status": {"phase": "Running"}}
+    done = {
+        "metadata": {},
+        "spec": {"nodeName": "a", **pod("4", "1Gi")["spec"]},
+        "status": {"phase": "Succeeded"},
+    }
+    leaving = {
+        "metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": "b", **pod("4", "1Gi")["spec"]},
+        "status": {"phase": "Running"},
+    }
     used = used_by_node([done, leaving])
     assert "a" not in used
     assert used["b"]["cpu"] == 4000
 
 
 def test_failed_scheduling_message_counts_reasons_like_kube_scheduler() -> None:
-    nodes = [node("a", cpu="500m"), node("b", unschedulable=True),
-             node("c", taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}])]
+    nodes = [
+        node("a", cpu="500m"),
+        node("b", unschedulable=True),
+        node("c", taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]),
+    ]
     decision = schedule(pod("1"), nodes, {})
     assert decision.node is None
     assert decision.message == (
