@@ -1,6 +1,6 @@
-"""Install with the plain manifests on the lab API server, run ``hosted-engine run`` the way the
-Deployment does (peering on), and watch it act; then two replicas: one acts, one stands by and
-takes over when the first one stops."""
+"""Install on the lab API server (plain manifests, and the chart with real Helm), run
+``hosted-engine run`` the way the Deployment does (peering on), and watch it act; then two
+replicas: one acts, one stands by and takes over when the first one stops."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import helm_python as helm
 import pytest
-from packaging_checks import MANIFESTS_DIR, ROOT
+from packaging_checks import CHART_DIR, MANIFESTS_DIR, ROOT
 
 pytestmark = pytest.mark.lab
 
@@ -179,3 +180,38 @@ def test_two_replicas_one_acts_the_other_takes_over(
         "NotImplemented"
     )
     assert handled in second.log()
+
+
+def test_helm_install_serves_the_operator_and_uninstall_keeps_the_crds(
+    lab: Any, tmp_path: Path
+) -> None:
+    """A real `helm install` (Helm's Go library) on the lab; the operator runs against what the
+    chart installed; `helm uninstall` removes the operator but keeps every CRD."""
+    kubeconfig: Path = lab.kubeconfig_path
+    namespace = "hosted-engine-system"
+    kubectl(kubeconfig, "apply", "-f", str(MANIFESTS_DIR / "namespace.yaml"))
+    # Release records in memory: the lab serves JSON only, and Helm's Secret storage speaks
+    # protobuf.
+    with helm.Config(kubeconfig_path=str(kubeconfig), namespace=namespace,
+                     storage_driver="memory") as cfg:
+        release = cfg.install(str(CHART_DIR), "heo", {"replicas": 2}, namespace=namespace,
+                              timeout=60)
+        assert release["status"] == "deployed"
+        crds_before = set(kubectl(kubeconfig, "get", "crd", "-o", "name").split())
+        assert {f"customresourcedefinition.apiextensions.k8s.io/{n}" for n in (
+            "hosts.hostedengine.io", "clusterkopfpeerings.kopf.dev")} <= crds_before
+
+        replica = Replica(kubeconfig, tmp_path / "pod.log", "heo-pod-a")
+        try:
+            wait_for("liveness", replica.alive)
+            create_host(kubeconfig, "node-a")
+            assert wait_for("Ready", lambda: ready_reason(kubeconfig, "node-a")) == (
+                "NotImplemented"
+            )
+        finally:
+            assert replica.stop() == 0
+
+        cfg.uninstall("heo")
+    assert kubectl(kubeconfig, "get", "deployment", "-n", namespace, "-o", "name").strip() == ""
+    assert set(kubectl(kubeconfig, "get", "crd", "-o", "name").split()) == crds_before
+    assert ready_reason(kubeconfig, "node-a") == "NotImplemented"  # the Host survived too
