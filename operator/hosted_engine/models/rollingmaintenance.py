@@ -54,7 +54,8 @@ Arg = Annotated[str, Field(max_length=4096)]
 class HostGroups(SpecModel):
     label_key: LabelKey = Field(
         default=HOST_GROUP_LABEL,
-        description="Hosts are grouped by the value of this label (on the Host).",
+        description="Hosts are grouped by the value of this label on the Host; with the "
+        "default key, a Host without the label is grouped by its spec.group.",
     )
     values: list[LabelValue] = Field(
         default_factory=list,
