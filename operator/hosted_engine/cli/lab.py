@@ -167,6 +167,7 @@ async def _serve(args: argparse.Namespace, kubeconfig: Path) -> int:
     await server.start()
     if args.state_dir:
         token_path = Path(args.state_dir) / "token"
+        token_path.parent.mkdir(parents=True, exist_ok=True)
         token_path.write_text(server.token)
         os.chmod(token_path, 0o600)
     server.write_kubeconfig(kubeconfig)
