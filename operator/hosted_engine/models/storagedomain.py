@@ -19,6 +19,8 @@ from hosted_engine.models.base import (
     AbsolutePath,
     CelRule,
     ClusterSecretRef,
+    Duration,
+    DurationRange,
     HostAddress,
     Iqn,
     LongText,
@@ -33,6 +35,7 @@ from hosted_engine.models.base import (
     StatusModel,
     Wwid,
     cel_rules,
+    duration_field,
     parse_quantity,
     quantity_cel,
 )
@@ -159,6 +162,9 @@ class StorageDomainSpec(SpecModel):
     )
     reclaim_policy: ReclaimPolicy = Field(default=ReclaimPolicy.RETAIN)
     maintenance: bool = Field(default=False, description="No new disks on the domain while true.")
+    probe_interval: Annotated[Duration, DurationRange(minimum="1s", maximum="1h")] = (
+        duration_field("60s", "Interval of the TCP reachability probe of the storage endpoints")
+    )
     nfs: NfsSource | None = None
     iscsi: IscsiSource | None = None
     fc: FcSource | None = None
@@ -245,7 +251,15 @@ class StorageDomainStatus(ObjectStatus):
     capacity: Quantity | None = None
     requested: Quantity | None = None
     free: Quantity | None = None
-    storage_class_name: str | None = Field(default=None, max_length=253)
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, description="The StorageClass disk claims must name."
+    )
+    volume_mode: str | None = Field(
+        default=None, max_length=16, description="The volumeMode disk claims must ask for."
+    )
+    access_modes: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=4, description="Access modes the volumes offer."
+    )
     persistent_volumes: list[Annotated[str, Field(max_length=253)]] = Field(
         default_factory=list, max_length=1024
     )
