@@ -201,3 +201,27 @@ def test_apply_project_crds_and_manifests(lab: LabThread) -> None:
         assert "created" in out
         roles: Any = json.loads(kubectl(lab, "get", "clusterroles", "-o", "json").stdout)
         assert roles["items"]
+
+
+def test_typed_commands_send_protobuf(lab: LabThread) -> None:
+    """kubectl's typed clients send protobuf bodies (kubectl create namespace/configmap/secret,
+    drain's evictions): the lab decodes them (api-concepts: "Alternate representations of
+    resources", Protobuf encoding)."""
+    kubectl(lab, "create", "namespace", "team")
+    kubectl(lab, "create", "configmap", "c1", "--from-literal=a=b", "-n", "team")
+    kubectl(lab, "create", "secret", "generic", "s1", "--from-literal=p=q", "-n", "team")
+    cm = json.loads(kubectl(lab, "get", "cm", "c1", "-n", "team", "-o", "json").stdout)
+    assert cm["data"] == {"a": "b"} and cm["metadata"]["namespace"] == "team"
+    secret = json.loads(kubectl(lab, "get", "secret", "s1", "-n", "team", "-o", "json").stdout)
+    assert secret["data"] == {"p": "cQ=="}
+    kubectl(lab, "apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))
+    kubectl(lab, "apply", "-n", "team", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}}))
+    out = kubectl(lab, "drain", "n1", "--timeout=30s", "--ignore-daemonsets", "--force")
+    assert "evicting pod team/p1" in out.stdout + out.stderr
+    node = json.loads(kubectl(lab, "get", "node", "n1", "-o", "json").stdout)
+    assert node["spec"]["unschedulable"] is True
+    pods = json.loads(kubectl(lab, "get", "pods", "-n", "team", "-o", "json").stdout)
+    assert pods["items"] == []

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from hosted_engine.lab.apiserver import protobuf
 from hosted_engine.lab.apiserver.core import ApiCore, ApiRequest, ApiResponse
 from hosted_engine.lab.apiserver.errors import ApiError
 
@@ -37,14 +38,18 @@ def build_app(core: ApiCore, token: str | None) -> web.Application:
             if not hmac.compare_digest(got, expected):
                 return _unauthorized()
         ctype = request.headers.get("Content-Type", "application/json")
-        if "protobuf" in ctype or "cbor" in ctype:
-            err = ApiError(415, "the body of the request was in an unknown format - accepted "
-                                "media types include: application/json, application/yaml",
-                           "UnsupportedMediaType")
-            return web.Response(status=415, body=_dumps(err.status()),
-                                content_type="application/json")
         body: Any = None
-        if request.can_read_body:
+        if "protobuf" in ctype and request.can_read_body:
+            try:
+                body = protobuf.decode_object(await request.read())
+            except (protobuf.ProtobufError, UnicodeDecodeError, KeyError) as exc:
+                err = ApiError(415, f"the body of the request was in an unknown format - "
+                                    f"accepted media types include: application/json, "
+                                    f"application/yaml ({exc})", "UnsupportedMediaType")
+                return web.Response(status=415, body=_dumps(err.status()),
+                                    content_type="application/json")
+            ctype = "application/json"
+        elif request.can_read_body:
             raw = await request.read()
             if raw:
                 try:
