@@ -265,3 +265,13 @@ def test_operator_process_serves_liveness_and_stops_on_sigterm(tmp_path: Path) -
     assert "Activity 'hosted-engine-settings' succeeded" in output
     assert "Activity 'hosted-engine-login' succeeded" in output
     assert "https://127.0.0.1:1/" in output  # the cluster the --kubeconfig named
+
+
+def test_kubeconfig_env_may_list_several_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = write_kubeconfig(tmp_path / "first", "https://127.0.0.3:6443", "t1", context="one")
+    second = write_kubeconfig(tmp_path / "second", "https://127.0.0.4:6443", "t2", context="two")
+    monkeypatch.setenv("KUBECONFIG", f"{first}{os.pathsep}{tmp_path / 'gone'}{os.pathsep}{second}")
+    run_cli.prepare(parse("--context", "two"))
+    assert kube.credentials().server == "https://127.0.0.4:6443"

@@ -202,13 +202,18 @@ def _load(kubeconfig: str | None, context: str | None) -> kubernetes.client.Conf
         if kubeconfig is None and context is None and in_cluster():
             kubernetes.config.load_incluster_config(client_configuration=cfg)
         else:
-            # Read $KUBECONFIG now, not when the client library was imported.
-            path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            path = os.path.expanduser(path.split(os.pathsep)[0])
-            if not os.path.exists(path):
-                raise ConfigError(f"kubeconfig {path} does not exist")
+            # Read $KUBECONFIG now, not when the client library was imported. A list of files
+            # (path1:path2) is merged by the client library, as kubectl does.
+            paths = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            files = [os.path.expanduser(p) for p in paths.split(os.pathsep) if p]
+            missing = [f for f in files if not os.path.exists(f)]
+            if not files or len(missing) == len(files):
+                raise ConfigError(f"kubeconfig {paths} does not exist")
             kubernetes.config.load_kube_config(
-                config_file=path, context=context, client_configuration=cfg, persist_config=False
+                config_file=os.pathsep.join(f for f in files if f not in missing),
+                context=context,
+                client_configuration=cfg,
+                persist_config=False,
             )
     except kubernetes.config.ConfigException as exc:
         raise ConfigError(f"cannot load the Kubernetes configuration: {exc}") from None
