@@ -301,3 +301,23 @@ def test_cel_rules_cover_the_cross_field_rules() -> None:
         "type is immutable",
     ):
         assert expected in messages, expected
+
+
+@pytest.mark.parametrize("crd", CRDS, ids=IDS)
+def test_every_spec_field_is_described_for_kubectl_explain(crd: dict[str, Any]) -> None:
+    spec = _root(crd)["properties"]["spec"]
+    missing = [
+        path
+        for path, node in _walk(spec, ".spec")
+        if not path.endswith(("[items]", "[additionalProperties]")) and "description" not in node
+    ]
+    assert missing == []
+
+
+def test_lists_of_names_are_sets() -> None:
+    he = _root(CRDS[IDS.index(f"hostedengines.{API_GROUP}")])["properties"]["spec"]
+    names = he["properties"]["hosts"]["properties"]["names"]
+    assert names["x-kubernetes-list-type"] == "set"
+    rolling = _root(CRDS[IDS.index(f"rollingmaintenances.{API_GROUP}")])["properties"]["spec"]
+    hosts = rolling["properties"]["scope"]["properties"]["hosts"]
+    assert hosts["x-kubernetes-list-type"] == "set"

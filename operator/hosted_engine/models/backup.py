@@ -61,10 +61,10 @@ class S3Target(SpecModel):
     """S3-compatible object storage. Credentials: keys accessKeyId and secretAccessKey."""
 
     endpoint: HttpUrl = Field(description="e.g. https://s3.example.com:9000")
-    bucket: S3Bucket
+    bucket: S3Bucket = Field(description="Bucket name.")
     prefix: ObjectPrefix = Field(default="", description="Key prefix inside the bucket.")
     region: Annotated[str, Field(pattern=r"^[a-z0-9-]*$", max_length=64)] = Field(
-        default="us-east-1"
+        default="us-east-1", description="Region."
     )
     credentials_secret_ref: SecretRef
     verify_tls: bool = Field(default=True, description="Verify the endpoint's certificate.")
@@ -75,11 +75,15 @@ class S3Target(SpecModel):
 
 
 class PvcTarget(SpecModel):
+    """A PersistentVolumeClaim mounted by the backup Job."""
+
     claim_name: DnsLabel = Field(description="A PVC in this namespace.")
     path: RelativePath = Field(default="", description="Directory inside the volume.")
 
 
 class FilesystemTarget(SpecModel):
+    """A directory of the operator's own filesystem."""
+
     path: Annotated[str, Field(pattern=r"^/[^\x00]*$", max_length=1024)] = Field(
         description="A directory mounted into the operator (e.g. an NFS volume)."
     )
@@ -104,6 +108,8 @@ class BackupTarget(SpecModel):
 
 
 class BackupSource(SpecModel):
+    """What to back up."""
+
     hosted_engine: DnsLabel = Field(description="The HostedEngine in this namespace.")
     vm_selector: LabelSelector | None = Field(
         default=None, description="Other VirtualMachines in this namespace to back up too."
@@ -113,9 +119,15 @@ class BackupSource(SpecModel):
 class Retention(SpecModel):
     """Which successful runs to keep; the last good backup is never deleted."""
 
-    keep_last: Annotated[int, Field(ge=1, le=1000)] | None = None
-    keep_daily: Annotated[int, Field(ge=1, le=1000)] | None = None
-    keep_weekly: Annotated[int, Field(ge=1, le=1000)] | None = None
+    keep_last: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="Keep the last N successful runs."
+    )
+    keep_daily: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="Keep the newest run of each of the last N days."
+    )
+    keep_weekly: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="Keep the newest run of each of the last N weeks."
+    )
 
 
 class BackupSpec(SpecModel):

@@ -189,6 +189,34 @@ def exactly_one_cel(fields: Sequence[str], what: str) -> CelRule:
     return CelRule(rule=f"{terms} == 1", message=f"{what}: set exactly one of {', '.join(names)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class UniqueItems:
+    """A list of scalars without duplicates: ``x-kubernetes-list-type: set`` in the CRD."""
+
+    def check(self, items: list[Any]) -> list[Any]:
+        seen: set[Any] = set()
+        dupes = []
+        for item in items:
+            if item in seen:
+                dupes.append(item)
+            seen.add(item)
+        if dupes:
+            raise ValueError(f"duplicate entries: {', '.join(map(str, dict.fromkeys(dupes)))}")
+        return items
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = dict(handler(schema))
+        out["x-kubernetes-list-type"] = "set"
+        return out
+
+
 # --------------------------------------------------------------------------------------------
 # Duration
 # --------------------------------------------------------------------------------------------

@@ -101,11 +101,13 @@ class NonMigratablePolicy(StrEnum):
 
 
 class HostMaintenance(SpecModel):
+    """Local maintenance: cordon and drain by live migration."""
+
     mode: LocalMaintenanceMode = Field(
         default=LocalMaintenanceMode.NONE,
         description="local: cordon the Node and live-migrate every VM away; none: activate.",
     )
-    reason: LongText | None = None
+    reason: LongText | None = Field(default=None, description="Why (shown in Events).")
     timeout: Annotated[Duration, DurationRange(minimum="1s", maximum="72h")] = duration_field(
         "30m", "Time the drain may take before it stops and reports (the host stays cordoned)"
     )
@@ -123,7 +125,7 @@ class PowerManagementType(StrEnum):
 class PowerManagement(SpecModel):
     """The host's BMC. Credentials come only from the Secret (keys username and password)."""
 
-    type: PowerManagementType
+    type: PowerManagementType = Field(description="redfish or ipmi.")
     address: HostAddress = Field(description="BMC host name or IP address.")
     port: Port | None = Field(default=None, description="Default 443 (Redfish) or 623 (IPMI).")
     system_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(

@@ -52,6 +52,7 @@ from hosted_engine.models.base import (
     ShortText,
     SpecModel,
     StatusModel,
+    UniqueItems,
     cel_rules,
     duration_field,
     exactly_one,
@@ -75,10 +76,14 @@ def random_mac(rng: random.Random) -> str:
 
 
 class ContainerDiskImage(SpecModel):
+    """The disk image shipped in a container image (KubeVirt containerDisk)."""
+
     image: Image = Field(description="Container image holding the engine's disk image.")
 
 
 class UrlImage(SpecModel):
+    """A disk image imported from an HTTP(S) URL by a CDI DataVolume."""
+
     url: HttpUrl = Field(description="HTTP(S) URL of the disk image, imported by a DataVolume.")
     secret_ref: SecretRef | None = Field(
         default=None, description="Secret with accessKeyId/secretKey for the URL, if needed."
@@ -89,6 +94,8 @@ class UrlImage(SpecModel):
 
 
 class PvcImage(SpecModel):
+    """A disk cloned from an existing PVC in the same namespace."""
+
     claim_name: DnsLabel = Field(description="An existing PVC to clone the engine's disk from.")
 
 
@@ -119,6 +126,8 @@ class EngineImage(SpecModel):
 
 
 class EngineDisk(SpecModel):
+    """The engine's disk, on a StorageDomain."""
+
     # Sanity bounds kept in the model only (no CEL quantity rule on every HostedEngine).
     size: Annotated[Quantity, QuantityRange(minimum="1Gi", cel=False)] = Field(
         default=Quantity("58Gi"), description="Size of the engine's disk."
@@ -151,7 +160,7 @@ class EngineNetwork(SpecModel):
         default=None,
         description="Default gateway; also the target of the hosts' network probe.",
     )
-    dns_servers: list[IPv4] = Field(
+    dns_servers: Annotated[list[IPv4], UniqueItems()] = Field(
         default_factory=list, max_length=3, description="Up to 3 DNS servers."
     )
     network_name: DnsLabel | None = Field(
@@ -212,6 +221,8 @@ class RootSshAccess(StrEnum):
 
 
 class CloudInit(SpecModel):
+    """cloud-init for the engine VM; passwords only from Secrets."""
+
     root_ssh_keys: list[Annotated[str, Field(min_length=1, max_length=16384)]] = Field(
         default_factory=list, max_length=32, description="Public keys for root's authorized_keys."
     )
@@ -250,6 +261,8 @@ class CloudInit(SpecModel):
 
 
 class EngineVM(SpecModel):
+    """The engine VM: size, disk, image, network and cloud-init."""
+
     cpu: Annotated[int, Field(ge=1, le=256)] = Field(default=4, description="Virtual CPUs.")
     memory: Annotated[Quantity, QuantityRange(minimum="1Gi", cel=False)] = Field(
         default=Quantity("16Gi"), description="Memory (oVirt recommends at least 16Gi)."
@@ -270,8 +283,12 @@ class EngineHosts(SpecModel):
     and, when given, its name is in ``names`` and its labels match ``selector``.
     """
 
-    names: list[ObjectName] = Field(default_factory=list, max_length=128)
-    selector: LabelSelector | None = None
+    names: Annotated[list[ObjectName], UniqueItems()] = Field(
+        default_factory=list, max_length=128, description="Only these Hosts (empty: any)."
+    )
+    selector: LabelSelector | None = Field(
+        default=None, description="Only Hosts whose labels match."
+    )
 
 
 class GlobalMaintenanceMode(StrEnum):
@@ -280,6 +297,8 @@ class GlobalMaintenanceMode(StrEnum):
 
 
 class EngineMaintenance(SpecModel):
+    """Global maintenance: HA hands off (oVirt's --set-maintenance --mode=global)."""
+
     mode: GlobalMaintenanceMode = Field(
         default=GlobalMaintenanceMode.NONE,
         description="global: HA hands off, nothing is done to the engine VM automatically.",
@@ -294,6 +313,8 @@ class EngineMaintenance(SpecModel):
 
 
 class EngineHealth(SpecModel):
+    """The engine's liveliness check and how bad health is handled."""
+
     url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] = Field(
         default=DEFAULT_HEALTH_URL,
         description="Liveliness page; {fqdn} is replaced by the engine's FQDN.",
@@ -341,6 +362,8 @@ class EngineHealth(SpecModel):
 
 
 class StartRetries(SpecModel):
+    """Exponential backoff of failed starts, and when to give up (Degraded)."""
+
     limit: Annotated[int, Field(ge=1, le=100)] = Field(
         default=5, description="Failed starts before the operator stops trying (Degraded)."
     )
@@ -369,6 +392,8 @@ class StartRetries(SpecModel):
 
 
 class Failover(SpecModel):
+    """When a host is lost and how the engine fails over."""
+
     silence_threshold: Annotated[Duration, DurationRange(minimum="2s", maximum="10m")] = (
         duration_field(
             "10s",
@@ -389,17 +414,22 @@ class Failover(SpecModel):
 class Notifications(SpecModel):
     """SMTP notifications on state transitions (oVirt's broker.conf keys)."""
 
-    enabled: bool = Field(default=True)
-    smtp_server: HostAddress = Field(default="localhost")
-    smtp_port: Port = Field(default=25)
+    enabled: bool = Field(default=True, description="Send mails (false: Events only).")
+    smtp_server: HostAddress = Field(default="localhost", description="SMTP server.")
+    smtp_port: Port = Field(default=25, description="SMTP port.")
     start_tls: bool = Field(default=False, description="Use STARTTLS (verified by default).")
-    insecure_skip_tls_verify: bool = Field(default=False)
+    insecure_skip_tls_verify: bool = Field(
+        default=False, description="Skip STARTTLS certificate verification (off by default)."
+    )
     credentials_secret_ref: SecretRef | None = Field(
         default=None, description="Secret with keys username and password for SMTP AUTH."
     )
-    source_email: Email = Field(default="root@localhost")
-    destination_emails: list[Email] = Field(
-        default_factory=lambda: ["root@localhost"], min_length=1, max_length=32
+    source_email: Email = Field(default="root@localhost", description="Sender address.")
+    destination_emails: Annotated[list[Email], UniqueItems()] = Field(
+        default_factory=lambda: ["root@localhost"],
+        min_length=1,
+        max_length=32,
+        description="Recipients (default root@localhost).",
     )
     state_transition: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
         default=DEFAULT_STATE_TRANSITION,
@@ -425,6 +455,8 @@ class UpgradeMode(StrEnum):
 
 
 class UpgradePolicy(SpecModel):
+    """How a change of the engine's image is rolled out (with rollback)."""
+
     mode: UpgradeMode = Field(
         default=UpgradeMode.AUTOMATIC,
         description="Automatic: a change of spec.vm.image starts an upgrade.",
@@ -458,7 +490,7 @@ class HostedEngineSpec(SpecModel):
     shutdown_timeout: Annotated[Duration, DurationRange(maximum="1h")] = duration_field(
         "120s", "Graceful shutdown time before a power-off"
     )
-    vm: EngineVM
+    vm: EngineVM = Field(description="The engine VM.")
     hosts: EngineHosts = Field(default_factory=EngineHosts)
     maintenance: EngineMaintenance = Field(default_factory=EngineMaintenance)
     health: EngineHealth = Field(default_factory=EngineHealth)

@@ -35,6 +35,8 @@ from hosted_engine.models.conditions import ObjectStatus
 
 
 class BackupRunRef(SpecModel):
+    """A run of a Backup in this namespace."""
+
     name: DnsLabel = Field(description="A Backup in this namespace.")
     run: ShortText | None = Field(
         default=None, description="Run id; default: the Backup's last successful run."
@@ -42,7 +44,9 @@ class BackupRunRef(SpecModel):
 
 
 class ManifestLocation(SpecModel):
-    target: BackupTarget
+    """A backup found directly on a target (e.g. after losing the cluster)."""
+
+    target: BackupTarget = Field(description="Where the backup is.")
     run: ShortText = Field(description="Run id (the directory/prefix holding the manifest).")
 
 

@@ -36,6 +36,7 @@ from hosted_engine.models.base import (
     ShortText,
     SpecModel,
     StatusModel,
+    UniqueItems,
     cel_rules,
     duration_field,
     exactly_one,
@@ -52,12 +53,14 @@ Arg = Annotated[str, Field(max_length=4096)]
 
 
 class HostGroups(SpecModel):
+    """Groups (clusters) of Hosts, handled one after another."""
+
     label_key: LabelKey = Field(
         default=HOST_GROUP_LABEL,
         description="Hosts are grouped by the value of this label on the Host; with the "
         "default key, a Host without the label is grouped by its spec.group.",
     )
-    values: list[LabelValue] = Field(
+    values: Annotated[list[LabelValue], UniqueItems()] = Field(
         default_factory=list,
         max_length=256,
         description="Groups to include, in this order; empty: every group, sorted by name.",
@@ -70,8 +73,10 @@ _SCOPES = ["hosts", "selector", "groups"]
 class RollingScope(SpecModel):
     """Exactly one of hosts, selector, groups."""
 
-    hosts: list[ObjectName] | None = Field(default=None, min_length=1, max_length=1024)
-    selector: LabelSelector | None = None
+    hosts: Annotated[list[ObjectName], UniqueItems()] | None = Field(
+        default=None, min_length=1, max_length=1024, description="These Hosts, in this order."
+    )
+    selector: LabelSelector | None = Field(default=None, description="Hosts whose labels match.")
     groups: HostGroups | None = None
 
     model_config = ConfigDict(json_schema_extra=cel_rules(exactly_one_cel(_SCOPES, "scope")))
@@ -83,16 +88,24 @@ class RollingScope(SpecModel):
 
 
 class ConfigMapScript(SpecModel):
+    """A script stored in a ConfigMap."""
+
     name: DnsLabel = Field(description="ConfigMap in the hooks' namespace.")
-    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="Key holding the script."
+    )
 
 
 class Hook(SpecModel):
     """A stage's hook: image + command, or a script from a ConfigMap run by ``image``."""
 
-    image: Image
-    command: list[Arg] | None = Field(default=None, min_length=1, max_length=64)
-    script: ConfigMapScript | None = None
+    image: Image = Field(description="Image the hook runs in.")
+    command: list[Arg] | None = Field(
+        default=None, min_length=1, max_length=64, description="Command and arguments."
+    )
+    script: ConfigMapScript | None = Field(
+        default=None, description="A script from a ConfigMap, run with sh in image."
+    )
     timeout: Annotated[Duration, DurationRange(minimum="1s", maximum="24h")] | None = Field(
         default=None, description="Overrides stageTimeout for this stage."
     )
@@ -108,6 +121,8 @@ class Hook(SpecModel):
 
 
 class Stages(SpecModel):
+    """The four hook stages, each optional (CloudStack's names)."""
+
     pre_flight: Hook | None = None
     pre_maintenance: Hook | None = None
     maintenance: Hook | None = None

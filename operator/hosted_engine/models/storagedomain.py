@@ -33,6 +33,7 @@ from hosted_engine.models.base import (
     Scope,
     SpecModel,
     StatusModel,
+    UniqueItems,
     Wwid,
     cel_rules,
     duration_field,
@@ -84,24 +85,34 @@ MountOption = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][-A-Za-z0-9_.=,:/]*$",
 
 
 class NfsSource(SpecModel):
+    """An NFS export (owned by uid/gid 36, vdsm:kvm, as oVirt expects)."""
+
     server: HostAddress = Field(description="NFS server name or address.")
     path: AbsolutePath = Field(description="Exported path, e.g. /exports/he.")
     version: NfsVersion = Field(default=NfsVersion.AUTO, description="auto, v3, v4 or v4_1.")
-    mount_options: list[MountOption] = Field(default_factory=list, max_length=32)
+    mount_options: list[MountOption] = Field(
+        default_factory=list, max_length=32, description="Extra NFS mount options."
+    )
 
 
 class IscsiPortal(SpecModel):
-    address: HostAddress
-    port: Port = Field(default=DEFAULT_ISCSI_PORT)
+    """An iSCSI portal."""
+
+    address: HostAddress = Field(description="Portal host name or address.")
+    port: Port = Field(default=DEFAULT_ISCSI_PORT, description="Portal port.")
 
     def endpoint(self) -> str:
         return f"{self.address}:{self.port}"
 
 
 class IscsiSource(SpecModel):
-    portals: list[IscsiPortal] = Field(min_length=1, max_length=8)
+    """An iSCSI LUN."""
+
+    portals: list[IscsiPortal] = Field(
+        min_length=1, max_length=8, description="Portals (port 3260 by default)."
+    )
     target: Iqn = Field(description="Target IQN.")
-    lun: Annotated[int, Field(ge=0, le=16383)] = Field(default=0)
+    lun: Annotated[int, Field(ge=0, le=16383)] = Field(default=0, description="LUN number.")
     initiator_name: Iqn | None = Field(default=None, description="Initiator IQN to log in as.")
     chap_secret_ref: ClusterSecretRef | None = Field(
         default=None,
@@ -117,16 +128,26 @@ class IscsiSource(SpecModel):
 
 
 class FcSource(SpecModel):
-    wwids: list[Wwid] = Field(min_length=1, max_length=64, description="LUN WWIDs.")
+    """Fibre Channel LUNs."""
+
+    wwids: Annotated[list[Wwid], UniqueItems()] = Field(
+        min_length=1, max_length=64, description="LUN WWIDs."
+    )
     fs_type: FsType | None = Field(
         default=None, description="Filesystem; unset: the LUN is a raw block device."
     )
 
 
 class GlusterSource(SpecModel):
-    server: HostAddress
-    volume: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$", max_length=128)]
-    backup_servers: list[HostAddress] = Field(default_factory=list, max_length=8)
+    """A Gluster volume, served through a CSI driver."""
+
+    server: HostAddress = Field(description="Gluster server.")
+    volume: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$", max_length=128)] = Field(
+        description="Gluster volume name."
+    )
+    backup_servers: Annotated[list[HostAddress], UniqueItems()] = Field(
+        default_factory=list, max_length=8, description="Fallback volfile servers."
+    )
     replica: Annotated[int, Field(ge=3, le=3)] = Field(
         default=3, description="Replica count: 3 is required for VM storage (seed 002)."
     )
@@ -136,6 +157,8 @@ class GlusterSource(SpecModel):
 
 
 class CsiSource(SpecModel):
+    """An existing CSI StorageClass."""
+
     storage_class_name: ObjectName = Field(description="An existing StorageClass.")
 
 
@@ -154,16 +177,21 @@ class StorageDomainSpec(SpecModel):
     """A storage domain: exactly the block matching ``type``."""
 
     type: StorageType = Field(description="nfs, iscsi, fc, glusterfs or csi (immutable).")
-    role: StorageRole = Field(default=StorageRole.DATA)
+    role: StorageRole = Field(
+        default=StorageRole.DATA, description="hostedEngine, data, iso or export."
+    )
     capacity: Quantity | None = Field(
         default=None,
         description="Size of the domain; required except for csi; at least 74Gi for "
         "the hostedEngine role.",
     )
-    reclaim_policy: ReclaimPolicy = Field(default=ReclaimPolicy.RETAIN)
+    reclaim_policy: ReclaimPolicy = Field(
+        default=ReclaimPolicy.RETAIN,
+        description="What happens to the materialised volumes when released.",
+    )
     maintenance: bool = Field(default=False, description="No new disks on the domain while true.")
-    probe_interval: Annotated[Duration, DurationRange(minimum="1s", maximum="1h")] = (
-        duration_field("60s", "Interval of the TCP reachability probe of the storage endpoints")
+    probe_interval: Annotated[Duration, DurationRange(minimum="1s", maximum="1h")] = duration_field(
+        "60s", "Interval of the TCP reachability probe of the storage endpoints"
     )
     nfs: NfsSource | None = None
     iscsi: IscsiSource | None = None

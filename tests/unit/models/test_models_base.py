@@ -17,6 +17,7 @@ from hosted_engine.models.base import (
     QuantityRange,
     SecretKeyRef,
     SpecModel,
+    UniqueItems,
     camel,
     describe_validation_error,
     format_bytes,
@@ -256,3 +257,15 @@ def test_range_bounds_become_cel_rules_on_the_field() -> None:
         }
     ]
     assert QuantityRange(minimum="1Gi", cel=False).rules() == []
+
+
+class Names(SpecModel):
+    names: Annotated[list[str], UniqueItems()] = []
+
+
+def test_unique_items_refuses_duplicates_and_is_a_set_in_the_schema() -> None:
+    assert Names(names=["a", "b"]).names == ["a", "b"]
+    with pytest.raises(ValidationError) as exc:
+        Names.model_validate({"names": ["a", "b", "a", "b", "a"]})
+    assert validation_messages(exc.value) == ["names: duplicate entries: a, b"]
+    assert Names.model_json_schema()["properties"]["names"]["x-kubernetes-list-type"] == "set"
