@@ -71,22 +71,29 @@ class FakeApi(BaseHTTPRequestHandler):
         self.requests.append((self.command, path, self.headers.get("Content-Type", "")))
         return path
 
+    @staticmethod
+    def _is_collection(path: str) -> bool:
+        # /api/v1/[namespaces/NS/]PLURAL or /apis/G/V/[namespaces/NS/]PLURAL
+        parts = path.strip("/").split("/")
+        return len(parts) - (3 if parts[0] == "apis" else 2) in (1, 3)
+
+    @staticmethod
+    def _in_collection(obj_path: str, path: str) -> bool:
+        parent = obj_path.rsplit("/", 1)[0]
+        if parent == path:
+            return True
+        # A cluster-wide list of a namespaced kind: .../PLURAL holds .../namespaces/NS/PLURAL/x.
+        base, _, plural = path.rpartition("/")
+        rest = parent.removeprefix(base + "/namespaces/")
+        return rest != parent and rest.count("/") == 1 and rest.endswith("/" + plural)
+
     def do_GET(self) -> None:
         path = self._record()
         if path in self.objects:
             return self._send(200, self.objects[path])
-        prefix = path + "/"
-        items = [o for p, o in sorted(self.objects.items())
-                 if p.startswith(prefix) and "/" not in p[len(prefix):]]
-        # cluster-wide list of a namespaced kind: /apis/g/v/plural
-        parts = path.split("/")
-        if not items and parts[-1] and not any(p.startswith(prefix) for p in self.objects):
-            plural = parts[-1]
-            base = "/".join(parts[:-1])
-            items = [o for p, o in sorted(self.objects.items())
-                     if p.startswith(base + "/namespaces/") and p.split("/")[-2] == plural]
-        if not items and not path.endswith("s"):
+        if not self._is_collection(path):
             return self._status(404, "NotFound", f"{path} not found")
+        items = [o for p, o in sorted(self.objects.items()) if self._in_collection(p, path)]
         start = int((parse_qs(urlsplit(self.path).query).get("continue") or ["0"])[0])
         page = items[start:start + self.page_size]
         more = start + self.page_size < len(items)
@@ -257,11 +264,21 @@ def test_patch_metadata(api: Any) -> None:
 
 def test_list_follows_continue_tokens(api: Any) -> None:
     client, _ = api
+    assert client.list(HOSTS) == []
     for i in range(5):
         client.create(HOSTS, {"apiVersion": "hostedengine.io/v1alpha1", "kind": "Host",
                               "metadata": {"name": f"node-{i}"}})
     names = [h["metadata"]["name"] for h in client.list(HOSTS)]
     assert names == [f"node-{i}" for i in range(5)]
+
+
+def test_list_across_and_within_namespaces(api: Any) -> None:
+    client, _ = api
+    client.create(HOSTEDENGINES, engine("a", "one"))
+    client.create(HOSTEDENGINES, engine("b", "two"))
+    client.create(HOSTEDENGINES, engine("c", "two"))
+    assert [e["metadata"]["name"] for e in client.list(HOSTEDENGINES)] == ["a", "b", "c"]
+    assert [e["metadata"]["name"] for e in client.list(HOSTEDENGINES, "two")] == ["b", "c"]
 
 
 def test_delete_reports_whether_it_existed(api: Any) -> None:
