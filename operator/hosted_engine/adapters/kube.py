@@ -226,7 +226,7 @@ def configure(
     """Choose the cluster for the whole process and make it the client's default.
 
     With neither argument: the in-cluster service account when running in a pod, otherwise
-    ``$KUBECONFIG`` (its first file) or ``~/.kube/config``. Raises :class:`ConfigError`.
+    ``$KUBECONFIG`` (its files merged) or ``~/.kube/config``. Raises :class:`ConfigError`.
     """
     global _configuration
     _source.kubeconfig, _source.context = kubeconfig, context
