@@ -157,3 +157,29 @@ async def test_pod_delete_returns_object(api: Api) -> None:
         "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
     resp = await api.req("DELETE", "/api/v1/namespaces/default/pods/p")
     assert resp.status == 200 and resp.body["kind"] == "Pod"
+
+
+async def test_graceful_pod_deletion_waits_for_kubelet() -> None:
+    """With pod_graceful_deletion (the kubelet simulator runs), a pod bound to a node stays
+    Terminating with deletionGracePeriodSeconds until its kubelet deletes it with
+    gracePeriodSeconds=0; unbound pods go at once (pod-lifecycle: "Termination of Pods")."""
+    from hosted_engine.lab.apiserver import LabApiServer, ServerConfig
+
+    server = LabApiServer(tls_enabled=False, config=ServerConfig(pod_graceful_deletion=True))
+    await server.start()
+    try:
+        c = server.client
+        spec = {"containers": [{"name": "c", "image": "i"}]}
+        await c.create("", "v1", "pods", {"metadata": {"name": "bound"},
+                                          "spec": {**spec, "nodeName": "n1"}}, "default")
+        await c.create("", "v1", "pods", {"metadata": {"name": "free"}, "spec": spec},
+                       "default")
+        out = await c.delete("", "v1", "pods", "bound", "default")
+        assert out["metadata"]["deletionGracePeriodSeconds"] == 30
+        await c.delete("", "v1", "pods", "free", "default")
+        names = [p["metadata"]["name"] for p in (await c.list("", "v1", "pods"))["items"]]
+        assert names == ["bound"]
+        await c.delete("", "v1", "pods", "bound", "default", grace_period_seconds=0)
+        assert (await c.list("", "v1", "pods"))["items"] == []
+    finally:
+        await server.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import copy
 import json
 import logging
@@ -55,6 +56,8 @@ _SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alp
 _LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
               "'-', and must start and end with an alphanumeric character (e.g. 'my-name',  or "
               "'123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "lab_apiserver_warnings", default=None)
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 TABLE_RE = re.compile(r"as=Table")
@@ -249,11 +252,20 @@ class ApiCore:
         return Route(info, namespace, name, sub, watch)
 
     async def handle(self, req: ApiRequest) -> ApiResponse:
-        """Serve one request; errors become Status responses."""
+        """Serve one request; errors become Status responses; warnings (unknown fields with
+        fieldValidation=Warn) become ``Warning`` headers."""
+        warnings: list[str] = []
+        token = _WARNINGS.set(warnings)
         try:
-            return await self._handle(req)
+            resp = await self._handle(req)
         except ApiError as exc:
-            return ApiResponse(exc.code, exc.status(), headers=exc.headers)
+            resp = ApiResponse(exc.code, exc.status(), headers=exc.headers)
+        finally:
+            _WARNINGS.reset(token)
+        if warnings:
+            resp.headers["Warning"] = ", ".join(
+                '299 - "' + w.replace('"', '\\"') + '"' for w in warnings)
+        return resp
 
     async def _handle(self, req: ApiRequest) -> ApiResponse:
         path = req.path.split("?", 1)[0]
@@ -596,8 +608,8 @@ class ApiCore:
         elif not _SUBDOMAIN.match(name) or len(name) > 253:
             errors.append(FieldError("metadata.name", "Invalid value", _SUBDOMAIN_MSG, name))
 
-    def _schema(self, info: ResourceInfo, obj: Obj, old: Obj | None, q: Mapping[str, str],
-                warnings: list[str]) -> Obj:
+    def _schema(self, info: ResourceInfo, obj: Obj, old: Obj | None, q: Mapping[str, str]
+                ) -> Obj:
         """CRD structural schema: prune, default, validate; fieldValidation for unknowns."""
         errors: list[FieldError] = []
         name = _meta(obj).get("name", "")
@@ -608,7 +620,9 @@ class ApiCore:
                 raise bad_request("strict decoding error: " + ", ".join(
                     f'unknown field "{u}"' for u in unknown))
             if unknown and mode == "Warn":
-                warnings.extend(f'unknown field "{u}"' for u in unknown)
+                pending = _WARNINGS.get()
+                if pending is not None:
+                    pending.extend(f'unknown field "{u}"' for u in unknown)
             errors = info.schema.validate(obj, old)
         if errors:
             raise invalid(info.kind, info.group, info.plural, name, errors)
@@ -673,8 +687,7 @@ class ApiCore:
         meta["creationTimestamp"] = self.now()
         meta["generation"] = 1
         self._defaults_on_create(info, obj)
-        warnings: list[str] = []
-        obj = self._schema(info, obj, None, q, warnings)
+        obj = self._schema(info, obj, None, q)
         if info.plural == "customresourcedefinitions":
             self._validate_crd(obj)
         obj = await self._admit("CREATE", info, "", ns, name, obj, None, q)
@@ -769,8 +782,7 @@ class ApiCore:
                     "finalizers []string{" + ", ".join(json.dumps(f) for f in added) + "}"))
         if errors:
             raise invalid(info.kind, info.group, info.plural, name, errors)
-        warnings: list[str] = []
-        obj = self._schema(info, obj, old, q, warnings)
+        obj = self._schema(info, obj, old, q)
         if info.plural == "customresourcedefinitions" and subresource == "":
             self._validate_crd(obj)
         obj = await self._admit("UPDATE", info, subresource, ns, name, obj, old, q)
