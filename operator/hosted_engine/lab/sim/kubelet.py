@@ -342,11 +342,12 @@ class Kubelet:
                 proc = c.process
                 if proc is not None and not proc.running and "terminated" not in c.state:
                     code = proc.exit_code if proc.exit_code is not None else 137
+                    started_at = (c.state.get("running") or {}).get("startedAt")
                     c.state = {
                         "terminated": {
                             "exitCode": code,
                             "reason": "Completed" if code == 0 else "Error",
-                            "startedAt": (c.state.get("running") or {}).get("startedAt"),
+                            "startedAt": started_at,
                             "finishedAt": rfc3339(self.wall()),
                             "containerID": c.container_id,
                         }
@@ -361,6 +362,7 @@ class Kubelet:
                             self.timings.job_backoff_max,
                         )
                         c.restart_at = now + delay
+                        c.process = None  # reaped: its exit is in lastState
                         c.last_state = c.state
                         c.state = {
                             "waiting": {

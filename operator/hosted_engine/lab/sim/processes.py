@@ -2,10 +2,11 @@
 
 The image is ignored: ``command`` + ``args`` are executed with the container's environment, in a
 per-pod sandbox directory where the pod's volumes (ConfigMap, Secret, emptyDir, hostPath, PVC)
-are materialised. Any argument, environment value or working directory that starts with one of
-the container's ``mountPath`` values is rewritten to the volume's local directory, so a hook that
-runs ``/bin/sh /hooks/run.sh`` from a mounted ConfigMap runs the real script. stdout and stderr
-are captured together, as a container runtime's log does.
+are materialised. Mount paths that appear in arguments, environment values or the working
+directory are rewritten to the volumes' local directories (see :func:`rewrite_path`), so a hook
+that runs ``/bin/sh /hooks/run.sh`` from a mounted ConfigMap runs the real script. Paths written
+inside a mounted file's content are not rewritten (there is no mount namespace). stdout and
+stderr are captured together, as a container runtime's log does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,12 +44,21 @@ class ContainerLog:
 
 
 def rewrite_path(value: str, mounts: Mapping[str, str]) -> str:
-    """``value`` with a leading container mountPath replaced by its local directory."""
-    for mount_path in sorted(mounts, key=len, reverse=True):
-        prefix = mount_path.rstrip("/")
-        if value == prefix or value.startswith(prefix + "/"):
-            return mounts[mount_path] + value[len(prefix) :]
-    return value
+    """``value`` with every container mount path in it replaced by its local directory.
+
+    A mount path counts where it stands as a path of its own: at the start of the value or after
+    a space, quote, ``=``, ``:``, ``(`` or ``;``, and followed by ``/``, the end, or such a
+    separator. So ``/hooks/run.sh``, ``--dir=/data`` and ``sh -c 'touch /scratch/x'`` are all
+    rewritten, ``/var/hooks`` is not.
+    """
+    if not mounts:
+        return value
+    alternatives = "|".join(
+        re.escape(m.rstrip("/") or "/") for m in sorted(mounts, key=len, reverse=True)
+    )
+    pattern = re.compile(rf"(?<![\w./-])({alternatives})(?=/|$|[\s\"';:)&|>])")
+    by_prefix = {m.rstrip("/") or "/": local for m, local in mounts.items()}
+    return pattern.sub(lambda match: by_prefix[match.group(1)], value)
 
 
 def exit_code_of(returncode: int) -> int:
