@@ -234,18 +234,20 @@ class MaintenanceMode(StrEnum):
 class Settings:
     """The knobs of the machine (mapped from ``spec.health``, ``spec.failover`` and friends)."""
 
-    health_interval: timedelta = timedelta(seconds=10)
-    health_timeout: timedelta = timedelta(seconds=5)
+    health_interval: timedelta = timedelta(seconds=5)
+    health_timeout: timedelta = timedelta(seconds=3)
     failures_before_bad: int = 3
     startup_grace: timedelta = timedelta(minutes=10)
     restart_grace: timedelta = timedelta(seconds=60)
     stop_timeout: timedelta = timedelta(minutes=2)
-    host_silence: timedelta = timedelta(seconds=20)
+    host_silence: timedelta = timedelta(seconds=10)
     fencing_required: bool = True
     fence_timeout: timedelta = timedelta(minutes=2)
     fence_retry: timedelta = timedelta(seconds=30)
-    backoff: Backoff = field(default_factory=Backoff)
-    max_start_attempts: int = 6
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(timedelta(seconds=5), 2.0, timedelta(minutes=5))
+    )
+    max_start_attempts: int = 5
     failed_start_window: timedelta = timedelta(minutes=10)
     stable_period: timedelta = timedelta(minutes=10)
     move_hysteresis: int = 800
@@ -332,6 +334,19 @@ ConditionKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True)
+class FailoverRecord:
+    """Timings of a failover after a host loss (for status.lastFailover and the benchmark)."""
+
+    from_host: str
+    lost_at: datetime
+    detected_at: datetime
+    fenced_at: datetime | None = None
+    started_at: datetime | None = None
+    to_host: str | None = None
+    healthy_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Memory:
     state: State = State.ENGINE_DOWN
     since: datetime | None = None
@@ -357,6 +372,9 @@ class Memory:
     reset_seq: int = 0
     placement: tuple[tuple[str, int], ...] = ()
     conditions: tuple[ConditionKey, ...] = ()
+    failover: FailoverRecord | None = None
+    last_failover: FailoverRecord | None = None
+    failovers: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,13 +615,24 @@ class _Run:
     def node(self) -> str | None:
         return self.obs.vm.node if self.active else None
 
+    def ready(self, host: str | None) -> bool:
+        return host is not None and host in self.hosts and self.hosts[host].ready
+
     def unfenced_vmi_host(self) -> str | None:
-        """The node of the newest VMI, if that node is lost and not known dead: an engine may
-        still run there, whatever the VMI's phase says."""
+        """The node of the newest VMI if an engine may still run there whatever the VMI's phase
+        says: the node is lost, or the VMI ended while the node was not Ready (then the end was
+        not reported by the node itself but decided elsewhere, e.g. a force-deleted pod)."""
         node = self.obs.vm.node
         if node is None or self.obs.vm.phase is None or self.dead_node(node):
             return None
-        return node if self.lost(node) else None
+        if self.lost(node) or (not self.active and node in self.hosts and not self.ready(node)):
+            return node
+        return None
+
+    def back(self, host: str) -> bool:
+        """A lost host counts as back: heard from again, and either still holding the active
+        engine VMI (its health decides) or Ready (so its report that the VMI ended is real)."""
+        return not self.lost(host) and (self.active or self.ready(host))
 
     def fenced_cleanup(self) -> None:
         host = self.mem.fenced_host
@@ -639,12 +668,29 @@ class _Run:
         action was just issued (its effect can only be seen in a later observation)."""
         old = self.mem.state
         self.set(state=state, since=self.now, reason=reason, notice=None, **changes)
+        record = self.mem.failover
+        if state is State.ENGINE_UP and record is not None and record.started_at is not None:
+            done = replace(record, healthy_at=self.now, to_host=self.node or record.to_host)
+            self.set(failover=None, last_failover=done, failovers=self.mem.failovers + 1)
         if old is not state:
             host = self.mem.host
             self.act(Notify(old, state, host, reason))
             where = f" on {host}" if host else ""
             self.event(state in WARNING_STATES, state.value, f"{old} -> {state}{where}: {reason}")
         self.chain = not any(isinstance(a, _WORLD_ACTIONS) for a in self.actions)
+
+    def begin_failover(self, host: str) -> None:
+        record = self.mem.failover
+        if record is not None and record.from_host == host:
+            return
+        seen = self.hosts[host].last_heartbeat if host in self.hosts else None
+        lost_at = min(seen, self.now) if seen is not None else self.now
+        self.set(failover=FailoverRecord(host, lost_at=lost_at, detected_at=self.now))
+
+    def mark_fenced(self) -> None:
+        record = self.mem.failover
+        if record is not None and record.fenced_at is None:
+            self.set(failover=replace(record, fenced_at=self.now))
 
     def stay(self, reason: str) -> None:
         if self.mem.reason != reason:
@@ -734,16 +780,18 @@ def _guards(r: _Run) -> bool:
         tail = f" until {until.isoformat()}" if until else " (no expiry)"
         r.goto(State.GLOBAL_MAINTENANCE, f"global maintenance{tail}", reminder_at=r.now)
         return True
+    suspect = r.unfenced_vmi_host()
     if (
         state not in (State.HOST_LOST, State.FENCING, State.GLOBAL_MAINTENANCE, State.DEGRADED)
-        and r.active
-        and r.lost(r.node)
+        and suspect is not None
+        and (r.active or suspect == r.mem.host)
     ):
+        r.begin_failover(suspect)
         r.goto(
             State.HOST_LOST,
-            f"host {r.node} running the engine is lost ({_lost_why(r, r.node)})",
-            host=r.node,
-            lost_host=r.node,
+            f"host {suspect} running the engine is lost ({_lost_why(r, suspect)})",
+            host=suspect,
+            lost_host=suspect,
         )
         return True
     return False
@@ -759,6 +807,8 @@ def _lost_why(r: _Run, host: str | None) -> str:
         return "BMC reports power off"
     if h.last_heartbeat is None:
         return "no heartbeat seen"
+    if r.now - h.last_heartbeat <= r.s.host_silence:
+        return "not Ready"
     return f"silent for more than {int(r.s.host_silence.total_seconds())}s"
 
 
@@ -771,9 +821,11 @@ def _engine_down(r: _Run) -> None:
         return
     stale = r.unfenced_vmi_host()
     if stale is not None:
+        r.begin_failover(stale)
+        why = _lost_why(r, stale)
         r.goto(
             State.HOST_LOST,
-            f"the last engine VMI ran on {stale}, which is lost ({_lost_why(r, stale)}): "
+            f"the last engine VMI ran on {stale}, which is lost or unhealthy ({why}): "
             "it must be fenced before the engine starts elsewhere",
             host=stale,
             lost_host=stale,
@@ -790,6 +842,9 @@ def _engine_down(r: _Run) -> None:
         r.stay(f"no allowed host can run the engine: {r.why_no_host()}")
         return
     r.act(StartEngine(target.host))
+    record = r.mem.failover
+    if record is not None and record.started_at is None:
+        r.set(failover=replace(record, started_at=r.now, to_host=target.host))
     r.goto(
         State.ENGINE_START,
         f"starting on {target.host} (score {target.score})",
@@ -992,11 +1047,12 @@ def _host_lost(r: _Run) -> None:
         return
     h = r.hosts[host]
     if h.fence is FenceStatus.CONFIRMED:
+        r.mark_fenced()
         r.goto(State.ENGINE_DOWN, f"{host} fenced", lost_host=None, fenced_host=host)
         return
-    if not r.lost(host):
+    if r.back(host):
         r.adopt(f"{host} is back")
-        r.set(lost_host=None)
+        r.set(lost_host=None, failover=None)
         return
     if not h.can_fence:
         why = f"{host} is lost ({_lost_why(r, host)}) and cannot be fenced (no power management)"
@@ -1024,13 +1080,14 @@ def _fencing(r: _Run) -> None:
     h = r.hosts[host]
     if h.fence is FenceStatus.CONFIRMED:
         r.event(False, "FenceConfirmed", f"{host} is powered off and out of service")
+        r.mark_fenced()
         r.goto(State.ENGINE_DOWN, f"{host} fenced", lost_host=None, fenced_host=host)
         return
-    if not r.lost(host):
+    if r.back(host) and h.fence is not FenceStatus.IN_PROGRESS:
         if h.fence is not FenceStatus.NONE:
             r.act(ClearFenceRequest(host))
         r.adopt(f"{host} is back; fence cancelled")
-        r.set(lost_host=None)
+        r.set(lost_host=None, failover=None)
         return
     if h.fence is FenceStatus.FAILED:
         why = f"fence of {host} failed: {h.fence_message or 'no detail'}"

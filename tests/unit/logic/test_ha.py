@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -42,7 +43,18 @@ from hosted_engine.logic.ha import (
 
 GIB = 1 << 30
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-S = Settings()
+# Explicit timers so the expectations below read plainly (defaults may change).
+S = Settings(
+    host_silence=timedelta(seconds=20),
+    backoff=Backoff(timedelta(seconds=10), 2.0, timedelta(minutes=5)),
+    max_start_attempts=6,
+)
+
+
+def tuned(**kw: Any) -> Settings:
+    return replace(S, **kw)
+
+
 A = TypeVar("A")
 
 
@@ -204,7 +216,7 @@ def test_start_ignores_the_previous_failed_vmi() -> None:
 
 
 def test_start_that_never_runs_times_out_into_a_stop() -> None:
-    s = Settings(startup_grace=timedelta(seconds=30))
+    s = tuned(startup_grace=timedelta(seconds=30))
     m = mem(State.ENGINE_START, host="h1", start_requested_at=T0)
     d = run(m, obs(t(30), vm(VmiPhase.PENDING, None, since=t(1))), t(30), s)
     assert d.state is State.ENGINE_STOP and of(d, StopEngine) == [StopEngine(True)]
@@ -228,7 +240,7 @@ def test_starting_vmi_dies_is_unexpectedly_down() -> None:
 
 
 def test_starting_times_out_after_the_startup_grace() -> None:
-    s = Settings(startup_grace=timedelta(seconds=60))
+    s = tuned(startup_grace=timedelta(seconds=60))
     m = mem(State.ENGINE_STARTING, host="h1", start_requested_at=T0)
     d = run(m, obs(t(59), vm(), probes=probes(10, "b", "b", "b", "b")), t(59), s)
     assert d.state is State.ENGINE_STARTING
@@ -317,7 +329,7 @@ def test_up_follows_a_migration_done_by_someone_else() -> None:
 
 
 def test_attempts_reset_after_a_stable_period() -> None:
-    s = Settings(stable_period=timedelta(seconds=100))
+    s = tuned(stable_period=timedelta(seconds=100))
     m = mem(State.ENGINE_UP, host="h1", healthy_since=T0, attempts=3, backoff_until=t(40))
     d = run(m, obs(t(99), vm(), probes=probes(90, "o")), t(99), s)
     assert d.memory.attempts == 3
@@ -447,7 +459,7 @@ def test_stop_completes_into_down() -> None:
 
 
 def test_stop_times_out_into_power_off() -> None:
-    s = Settings(stop_timeout=timedelta(seconds=30))
+    s = tuned(stop_timeout=timedelta(seconds=30))
     d = run(mem(State.ENGINE_STOP, host="h1"), obs(t(29), vm()), t(29), s)
     assert d.state is State.ENGINE_STOP and engine_actions(d) == []
     d = run(mem(State.ENGINE_STOP, host="h1"), obs(t(30), vm()), t(30), s)
@@ -460,7 +472,7 @@ def test_paused_engine_is_powered_off_at_once() -> None:
 
 
 def test_force_stop_repeats_and_completes() -> None:
-    s = Settings(stop_timeout=timedelta(seconds=30))
+    s = tuned(stop_timeout=timedelta(seconds=30))
     m = mem(State.ENGINE_FORCE_STOP, host="h1", last_action_at=T0)
     d = run(m, obs(t(30), vm()), t(30), s)
     assert of(d, PowerOffEngine) == [PowerOffEngine()]
@@ -530,7 +542,7 @@ def test_unfenceable_host_waits_and_says_why() -> None:
 
 
 def test_without_fencing_required_an_unfenceable_host_is_abandoned() -> None:
-    s = Settings(fencing_required=False)
+    s = tuned(fencing_required=False)
     o = obs(t(60), vm(), hosts=lost_h1(t(60), can_fence=False))
     d = run(mem(State.ENGINE_UP, **UP), o, t(60), s)
     assert of(d, StartEngine) == [StartEngine("h2")]
@@ -601,7 +613,7 @@ def test_global_maintenance_takes_no_automatic_action() -> None:
 
 
 def test_global_maintenance_reminds_at_an_interval() -> None:
-    s = Settings(maintenance_reminder=timedelta(minutes=30))
+    s = tuned(maintenance_reminder=timedelta(minutes=30))
     d = run(mem(State.ENGINE_UP, **UP), gm(t(0), vm()), t(0), s)
     d = run(d.memory, gm(t(1799), vm()), t(1799), s)
     assert of(d, EmitEvent) == []
@@ -660,7 +672,7 @@ def test_entering_global_maintenance_from_degraded_and_leaving_resets() -> None:
 
 
 def test_failed_starts_back_off_exponentially_then_give_up() -> None:
-    s = Settings(
+    s = tuned(
         backoff=Backoff(timedelta(seconds=10), 2.0, timedelta(seconds=60)), max_start_attempts=5
     )
     m, now, starts, gaps = Memory(), t(0), [], []
@@ -696,7 +708,7 @@ def test_degraded_adopts_a_healthy_engine_started_by_hand() -> None:
 
 
 def test_conditions_available_and_spares() -> None:
-    s = Settings(spares=2)
+    s = tuned(spares=2)
     o = obs(t(10), vm(), probes=probes(0, "o"), hosts=hosts(t(10), h3={"free_memory": GIB}))
     d = run(mem(State.ENGINE_UP, **UP), o, t(10), s)
     conds = {c.type: c for c in of(d, SetCondition)}
@@ -706,3 +718,52 @@ def test_conditions_available_and_spares() -> None:
     assert spare.message.startswith("1 of 2 required spare host(s)") and "h2" in spare.message
     assert d.spares.available == 1
     assert conds["Progressing"].status is False and conds["Degraded"].status is False
+
+
+# ---- Failover record and not-Ready hosts --------------------------------------------------
+
+
+def test_failover_record_times_detection_fence_start_and_health() -> None:
+    m = mem(State.ENGINE_UP, **UP)
+    d = run(m, obs(t(21), vm(), hosts=lost_h1(t(21))), t(21))
+    record = d.memory.failover
+    assert record is not None and (record.from_host, record.lost_at, record.detected_at) == (
+        "h1",
+        T0,
+        t(21),
+    )
+    confirmed = lost_h1(t(24), fence=FenceStatus.CONFIRMED)
+    d = run(d.memory, obs(t(24), vm(), hosts=confirmed), t(24))
+    record = d.memory.failover
+    assert record is not None and record.fenced_at == t(24) and record.started_at == t(24)
+    assert record.to_host == "h2"
+    d = run(d.memory, obs(t(30), vm(node="h2", since=t(25)), hosts=confirmed), t(30))
+    d = run(
+        d.memory,
+        obs(t(40), vm(node="h2", since=t(25)), hosts=confirmed, probes=probes(35, "o")),
+        t(40),
+    )
+    assert d.state is State.ENGINE_UP and d.memory.failover is None
+    assert d.memory.failovers == 1
+    last = d.memory.last_failover
+    assert last is not None and last.healthy_at == t(40) and last.to_host == "h2"
+
+
+def test_host_back_cancels_the_failover_record() -> None:
+    m = mem(State.ENGINE_UP, **UP)
+    d = run(m, obs(t(21), vm(), hosts=lost_h1(t(21))), t(21))
+    assert d.memory.failover is not None
+    d = run(d.memory, obs(t(22), vm(), hosts=hosts(t(22)), probes=probes(0, "o")), t(22))
+    assert d.memory.failover is None and d.memory.failovers == 0
+
+
+def test_vmi_ended_on_a_not_ready_node_is_not_trusted() -> None:
+    # KubeVirt says Failed, but the node did not report it (NotReady): fence before restarting.
+    o = obs(t(5), vm(VmiPhase.FAILED), hosts=hosts(t(5), h1={"ready": False}))
+    d = run(mem(State.ENGINE_UP, **UP), o, t(5))
+    assert of(d, StartEngine) == []
+    assert d.state is State.FENCING and of(d, RequestFence)[0].host == "h1"
+    assert "not Ready" in of(d, RequestFence)[0].reason
+    # The same end reported by a Ready node is a plain crash.
+    d = run(mem(State.ENGINE_UP, **UP), obs(t(5), vm(VmiPhase.FAILED)), t(5))
+    assert d.state is State.ENGINE_UNEXPECTEDLY_DOWN and of(d, RequestFence) == []
