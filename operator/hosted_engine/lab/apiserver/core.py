@@ -106,7 +106,7 @@ LogProvider = Callable[[str, str, str, Mapping[str, str]], Any]
 class ServerConfig:
     """Tunables of the server (defaults follow kube-apiserver where it has one)."""
 
-    event_log_size: int = 1000  # watch events kept per resource for replay
+    event_log_size: int = 5000  # watch events kept per resource for replay
     bookmark_interval: float = 30.0  # seconds between BOOKMARKs (kopf times out at 70 s)
     max_watch_queue: int = 100_000
     # Pods bound to a node wait for their kubelet to confirm a graceful delete (part 2 runs one).
@@ -141,7 +141,8 @@ class ApiCore:
         self.aggregated: dict[tuple[str, str], AggregatedHandler] = {}
         self.log_provider: LogProvider | None = None
         # server-side apply: last applied config per (key, ns, name, manager)
-        self._applied: dict[tuple[Any, ...], Obj] = {}
+        # (key, namespace, name) -> (manager, subresource) -> applied configuration
+        self._applied: dict[tuple[Any, ...], dict[tuple[str, str], Obj]] = {}
         self._gc_queue: asyncio.Queue[tuple[Any, ...]] | None = None
         self._gc_task: asyncio.Task[None] | None = None
         self._pending_gc: list[tuple[Any, ...]] = []
@@ -852,7 +853,8 @@ class ApiCore:
                               "set")
         if not isinstance(body, dict):
             raise bad_request("apply patch must be an object")
-        key = (info.key, ns, name, manager, subresource)
+        key = (info.key, ns, name)
+        mkey = (manager, subresource)
         list_keys = _list_map_keys(info.schema.root if info.schema else {})
         if current is None:
             if subresource:
@@ -862,9 +864,9 @@ class ApiCore:
             obj["metadata"] = dict(obj["metadata"], name=name)
             created = await self.create(info, ns if info.namespaced else None, obj, q)
             if not _dry_run(q):
-                self._applied[key] = copy.deepcopy(body)
+                self._applied.setdefault(key, {})[mkey] = copy.deepcopy(body)
             return created, True
-        previous = self._applied.get(key)
+        previous = self._applied.get(key, {}).get(mkey)
         applied = copy.deepcopy(body)
         applied_meta = dict(applied.get("metadata") or {})
         applied_meta.pop("resourceVersion", None)
@@ -873,7 +875,7 @@ class ApiCore:
         new["metadata"]["resourceVersion"] = _meta(current).get("resourceVersion")
         obj = await self.update(info, ns, name, new, q, subresource, _patched=True)
         if not _dry_run(q):
-            self._applied[key] = copy.deepcopy(body)
+            self._applied.setdefault(key, {})[mkey] = copy.deepcopy(body)
         return obj, False
 
     # -- deletion ---------------------------------------------------------------------------
@@ -963,9 +965,7 @@ class ApiCore:
             ns_obj = self.store.get(("", "namespaces"), "", ns)
             if ns_obj is not None and _meta(ns_obj).get("deletionTimestamp"):
                 self._enqueue("deleting", ("", "namespaces"), "", ns)
-        for k in [k for k in self._applied if k[0] == info.key and k[1] == (meta.get(
-                "namespace") or "") and k[2] == meta.get("name")]:
-            del self._applied[k]
+        self._applied.pop((info.key, meta.get("namespace") or "", meta.get("name")), None)
 
     async def delete_collection(self, info: ResourceInfo, namespace: str | None, options: Obj,
                                 q: Mapping[str, str]) -> Obj:
@@ -1182,7 +1182,7 @@ class ApiCore:
             self.registry.remove(info.group, info.version, info.plural)
         self.store.drop_bucket((group, plural))
         for k in [k for k in self._applied if k[0] == (group, plural)]:
-            del self._applied[k]
+            del self._applied[k]  # CRD deletion is rare: a scan is fine
 
     # -- subresources -----------------------------------------------------------------------
     async def _pod_log(self, route: Route, q: Mapping[str, str]) -> ApiResponse:
