@@ -461,12 +461,42 @@ Action = (
 
 
 @dataclass(frozen=True)
+class HostRow:
+    """One row of the per-host table in status (one block of ``hosted-engine --vm-status``)."""
+
+    host: str
+    score: int
+    state: str
+    up_to_date: bool
+    last_seen: datetime | None
+    ready: bool
+    local_maintenance: bool
+    engine_running: bool
+    failed_starts: int
+    has_room: bool
+    penalties: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EngineSummary:
+    """oVirt's engine-status dict: vm up/down/down_unexpected/down_missing/unknown, health
+    good/bad/unknown, a detail and the reason."""
+
+    vm: str
+    health: str
+    detail: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Decision:
     memory: Memory
     actions: tuple[Action, ...]
     scores: tuple[HostScore, ...]
     spares: SparesVerdict
     refusal: str | None = None
+    hosts: tuple[HostRow, ...] = ()
+    engine: EngineSummary = EngineSummary("unknown", "unknown", "", "")
 
     @property
     def state(self) -> State:
@@ -1314,6 +1344,66 @@ def _conditions(r: _Run, verdict: SparesVerdict) -> None:
     r.set(conditions=tuple(keys))
 
 
+def _host_rows(r: _Run) -> tuple[HostRow, ...]:
+    rows = []
+    for score in r.scores:
+        h = r.hosts[score.host]
+        dead = h.fence is FenceStatus.CONFIRMED
+        lost = host_lost(h, r.now, r.s.host_silence)
+        if dead:
+            view = "Fenced"
+        elif lost:
+            view = "Lost"
+        elif h.local_maintenance:
+            view = "LocalMaintenance"
+        elif not h.ready:
+            view = "NotReady"
+        else:
+            view = "Up"
+        penalties = tuple(f"{p.reason} -{p.points}" for p in score.penalties)
+        if score.zero_reason is not None:
+            penalties = (f"score 0: {score.zero_reason}",)
+        rows.append(
+            HostRow(
+                host=h.name,
+                score=score.score,
+                state=view,
+                up_to_date=not lost,
+                last_seen=h.last_heartbeat,
+                ready=h.ready,
+                local_maintenance=h.local_maintenance,
+                engine_running=r.node == h.name,
+                failed_starts=recent_failures(r.mem, h, r.now, r.s.failed_start_window),
+                has_room=h.free_memory >= r.obs.engine_memory,
+                penalties=penalties,
+            )
+        )
+    return tuple(rows)
+
+
+def _engine_summary(r: _Run) -> EngineSummary:
+    vm = r.obs.vm
+    phase = vm.phase
+    reason = r.mem.reason
+    if not vm.exists:
+        return EngineSummary("down_missing", "bad", "NoVirtualMachine", reason)
+    if r.active and r.lost(r.node):
+        return EngineSummary("unknown", "unknown", f"host {r.node} lost", reason)
+    if r.active and phase is VmiPhase.RUNNING:
+        health = r.health()
+        word = {Health.GOOD: "good", Health.UNKNOWN: "unknown"}.get(health, "bad")
+        if vm.paused:
+            return EngineSummary("up", "bad", "Paused", reason)
+        return EngineSummary("up", word, "Migrating" if vm.migrating else "Up", reason)
+    if r.active:
+        return EngineSummary("up", "bad", f"Powering up ({phase})", reason)
+    if phase is VmiPhase.UNKNOWN:
+        return EngineSummary("unknown", "unknown", "Unknown", reason)
+    if r.mem.state is State.ENGINE_UNEXPECTEDLY_DOWN:
+        return EngineSummary("down_unexpected", "bad", str(phase or "Gone"), reason)
+    return EngineSummary("down", "bad", str(phase) if phase else "Down", reason)
+
+
 def step(settings: Settings, memory: Memory, obs: Observation, now: datetime) -> Decision:
     """Advance the machine to ``now`` given what is observed; see the module docstring."""
     r = _Run(settings, memory, obs, now)
@@ -1333,4 +1423,171 @@ def step(settings: Settings, memory: Memory, obs: Observation, now: datetime) ->
         r.set(placement=placement)
     verdict = spares(r.scores, r.node, obs.engine_memory, settings.spares)
     _conditions(r, verdict)
-    return Decision(r.mem, tuple(r.actions), r.scores, verdict, refusal)
+    return Decision(
+        r.mem,
+        tuple(r.actions),
+        r.scores,
+        verdict,
+        refusal,
+        _host_rows(r),
+        _engine_summary(r),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Memory <-> status (JSON-friendly, camelCase; tolerant of missing or bad fields)
+# --------------------------------------------------------------------------------------------
+
+_TIME_FIELDS = frozenset(
+    {
+        "since",
+        "backoff_until",
+        "start_requested_at",
+        "healthy_since",
+        "last_action_at",
+        "migration_failed_at",
+        "reminder_at",
+    }
+)
+_TEXT_FIELDS = frozenset(
+    {
+        "host",
+        "lost_host",
+        "fenced_host",
+        "abandoned_host",
+        "migration_target",
+        "notice",
+        "user_action",
+        "refusal",
+    }
+)
+_INT_FIELDS = frozenset({"attempts", "reset_seq", "failovers"})
+_BOOL_FIELDS = frozenset({"seen_running", "seen_power_off"})
+_RECORD_FIELDS = ("from_host", "lost_at", "detected_at", "fenced_at", "started_at", "to_host")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError(f"time without zone: {value}")
+        return parsed
+    return None
+
+
+def _record_to_dict(record: FailoverRecord | None) -> dict[str, object] | None:
+    if record is None:
+        return None
+    out: dict[str, object] = {}
+    for name in (*_RECORD_FIELDS, "healthy_at"):
+        value = getattr(record, name)
+        if value is not None:
+            out[_camel(name)] = _time(value) if isinstance(value, datetime) else value
+    return out
+
+
+def _record_from_dict(data: object) -> FailoverRecord | None:
+    if not isinstance(data, dict):
+        return None
+    lost_at = _parse_time(data.get("lostAt"))
+    detected_at = _parse_time(data.get("detectedAt"))
+    if not isinstance(data.get("fromHost"), str) or lost_at is None or detected_at is None:
+        return None
+    to_host = data.get("toHost")
+    return FailoverRecord(
+        from_host=str(data["fromHost"]),
+        lost_at=lost_at,
+        detected_at=detected_at,
+        fenced_at=_parse_time(data.get("fencedAt")),
+        started_at=_parse_time(data.get("startedAt")),
+        to_host=to_host if isinstance(to_host, str) else None,
+        healthy_at=_parse_time(data.get("healthyAt")),
+    )
+
+
+def memory_to_dict(memory: Memory) -> dict[str, object]:
+    """The memory as a JSON-friendly dict with camelCase keys (``None`` values left out)."""
+    out: dict[str, object] = {"state": memory.state.value}
+    for name in sorted(_TIME_FIELDS):
+        out[_camel(name)] = _time(getattr(memory, name))
+    for name in sorted(_TEXT_FIELDS | _INT_FIELDS | _BOOL_FIELDS):
+        out[_camel(name)] = getattr(memory, name)
+    out["reason"] = memory.reason
+    out["failedStarts"] = [{"host": f.host, "at": f.at.isoformat()} for f in memory.failed_starts]
+    out["placement"] = [{"host": h, "score": sc} for h, sc in memory.placement]
+    out["conditions"] = [
+        {"type": c[0], "status": c[1], "reason": c[2], "message": c[3]} for c in memory.conditions
+    ]
+    out["failover"] = _record_to_dict(memory.failover)
+    out["lastFailover"] = _record_to_dict(memory.last_failover)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def memory_from_dict(data: object) -> Memory:
+    """Rebuild the memory from :func:`memory_to_dict` output. A missing or malformed field falls
+    back to its default instead of failing: a damaged status never stops the machine (at worst
+    it re-derives the state from what it observes, starting from EngineDown)."""
+    if not isinstance(data, dict):
+        return Memory()
+    values: dict[str, object] = {}
+    try:
+        values["state"] = State(data.get("state", State.ENGINE_DOWN.value))
+    except ValueError:
+        values["state"] = State.ENGINE_DOWN
+    for name in _TIME_FIELDS:
+        try:
+            values[name] = _parse_time(data.get(_camel(name)))
+        except ValueError:
+            values[name] = None
+    for name in _TEXT_FIELDS:
+        value = data.get(_camel(name))
+        values[name] = value if isinstance(value, str) else None
+    for name in _INT_FIELDS:
+        value = data.get(_camel(name))
+        values[name] = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    for name in _BOOL_FIELDS:
+        value = data.get(_camel(name))
+        values[name] = value if isinstance(value, bool) else name == "seen_running"
+    reason = data.get("reason")
+    values["reason"] = reason if isinstance(reason, str) else ""
+    values["failed_starts"] = tuple(_failed_starts(data.get("failedStarts")))
+    values["placement"] = tuple(
+        (p["host"], p["score"])
+        for p in _dicts(data.get("placement"))
+        if isinstance(p.get("host"), str) and isinstance(p.get("score"), int)
+    )
+    values["conditions"] = tuple(
+        (str(c.get("type")), str(c.get("status")), str(c.get("reason")), str(c.get("message")))
+        for c in _dicts(data.get("conditions"))
+    )
+    values["failover"] = _record_from_dict(data.get("failover"))
+    values["last_failover"] = _record_from_dict(data.get("lastFailover"))
+    return Memory(**values)  # type: ignore[arg-type]
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _failed_starts(value: object) -> list[FailedStart]:
+    out = []
+    for item in _dicts(value):
+        try:
+            at = _parse_time(item.get("at"))
+        except ValueError:
+            continue
+        host = item.get("host")
+        if isinstance(host, str) and at is not None:
+            out.append(FailedStart(host, at))
+    return out

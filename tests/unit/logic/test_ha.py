@@ -38,6 +38,8 @@ from hosted_engine.logic.ha import (
     VmiPhase,
     assess_health,
     local_maintenance_verdict,
+    memory_from_dict,
+    memory_to_dict,
     step,
 )
 
@@ -767,3 +769,69 @@ def test_vmi_ended_on_a_not_ready_node_is_not_trusted() -> None:
     # The same end reported by a Ready node is a plain crash.
     d = run(mem(State.ENGINE_UP, **UP), obs(t(5), vm(VmiPhase.FAILED)), t(5))
     assert d.state is State.ENGINE_UNEXPECTEDLY_DOWN and of(d, RequestFence) == []
+
+
+# ---- Status view and memory persistence ---------------------------------------------------
+
+
+def test_host_rows_mirror_vm_status() -> None:
+    o = obs(
+        t(30),
+        vm(),
+        probes=probes(20, "o"),
+        hosts=hosts(
+            t(30),
+            h2={"local_maintenance": True},
+            h3={"last_heartbeat": T0, "free_memory": GIB, "network": 0.0},
+        ),
+    )
+    d = run(mem(State.ENGINE_UP, **UP), o, t(30))
+    rows = {r.host: r for r in d.hosts}
+    assert rows["h1"].engine_running and rows["h1"].state == "Up" and rows["h1"].up_to_date
+    assert rows["h1"].score == 3400 and rows["h1"].penalties == ()
+    assert rows["h2"].state == "LocalMaintenance" and rows["h2"].score == 0
+    assert rows["h2"].penalties == ("score 0: local maintenance",)
+    assert rows["h3"].state == "Lost" and not rows["h3"].up_to_date
+    assert rows["h3"].last_seen == T0 and not rows["h3"].has_room
+    assert d.engine.vm == "up" and d.engine.health == "good" and d.engine.detail == "Up"
+
+
+@pytest.mark.parametrize(
+    ("state", "engine", "expected"),
+    [
+        (State.ENGINE_UP_BAD_HEALTH, vm(), ("up", "bad")),
+        (State.ENGINE_STARTING, vm(VmiPhase.SCHEDULED), ("up", "bad")),
+        (State.ENGINE_UNEXPECTEDLY_DOWN, vm(VmiPhase.FAILED), ("down_unexpected", "bad")),
+        (State.ENGINE_DOWN, NO_VMI, ("down", "bad")),
+        (State.ENGINE_DOWN, EngineVm(exists=False), ("down_missing", "bad")),
+    ],
+)
+def test_engine_summary(state: State, engine: EngineVm, expected: tuple[str, str]) -> None:
+    pr = probes(20, "b", "b", "b")
+    d = run(mem(state, host="h1", backoff_until=t(1000)), obs(t(50), engine, probes=pr), t(50))
+    assert (d.engine.vm, d.engine.health) == expected
+    assert d.engine.reason == d.memory.reason
+
+
+def test_memory_from_damaged_status_falls_back_to_defaults() -> None:
+    assert memory_from_dict(None) == Memory()
+    damaged = memory_from_dict(
+        {
+            "state": "NoSuchState",
+            "attempts": "three",
+            "since": "yesterday",
+            "backoffUntil": "2026-03-01T12:00:00",  # no zone: refused
+            "failedStarts": [{"host": "h1", "at": "bad"}, {"host": "h2", "at": T0.isoformat()}],
+            "placement": [{"host": "h1", "score": "x"}],
+            "failover": {"fromHost": "h1"},
+            "seenRunning": "yes",
+        }
+    )
+    assert damaged.state is State.ENGINE_DOWN and damaged.attempts == 0
+    assert damaged.since is None and damaged.backoff_until is None
+    assert damaged.failed_starts == (FailedStart("h2", T0),)
+    assert damaged.placement == () and damaged.failover is None and damaged.seen_running
+    good = mem(State.FENCING, host="h1", lost_host="h1", attempts=2, backoff_until=t(9))
+    data = memory_to_dict(good)
+    assert data["state"] == "Fencing" and data["lostHost"] == "h1" and "fencedHost" not in data
+    assert memory_from_dict(data) == good

@@ -9,6 +9,7 @@ fail, crashes, hung guests, maintenance toggles, user requests and time jumps ar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -38,6 +39,8 @@ from hosted_engine.logic.ha import (
     UserRequest,
     VmiPhase,
     global_maintenance_on,
+    memory_from_dict,
+    memory_to_dict,
     step,
 )
 from hypothesis import HealthCheck, given, settings
@@ -544,3 +547,21 @@ def test_world_scenario_partition_without_fencing_waits() -> None:
     assert len(world.starts) == 1  # the first start only
     memory, _ = play(world, memory, [(("heal", "h1"), 5), *ticks(3)])
     assert memory.state is State.ENGINE_UP and world.node == "h1"
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(timed_events, min_size=1, max_size=30))
+def test_memory_survives_a_status_round_trip_and_an_operator_restart(evs: list[Step]) -> None:
+    """Every reachable memory goes through JSON unchanged, so a restarted operator that reads
+    it back from status decides exactly as the one that wrote it."""
+    world = World()
+    memory, decisions = play(world, Memory(), [*ticks(1, 1), *evs])
+    for d in decisions:
+        assert memory_from_dict(json.loads(json.dumps(memory_to_dict(d.memory)))) == d.memory
+    restored = memory_from_dict(json.loads(json.dumps(memory_to_dict(memory))))
+    obs = world.observe()
+    assert step(FAST, restored, obs, world.now) == step(FAST, memory, obs, world.now)
