@@ -214,6 +214,17 @@ def test_typed_commands_send_protobuf(lab: LabThread) -> None:
     assert cm["data"] == {"a": "b"} and cm["metadata"]["namespace"] == "team"
     secret = json.loads(kubectl(lab, "get", "secret", "s1", "-n", "team", "-o", "json").stdout)
     assert secret["data"] == {"p": "cQ=="}
+    kubectl(lab, "create", "job", "j1", "-n", "team", "--image=busybox", "--", "sh", "-c",
+            "echo hi")
+    job = json.loads(kubectl(lab, "get", "job", "j1", "-n", "team", "-o", "json").stdout)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["sh", "-c", "echo hi"] and container["image"] == "busybox"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    kubectl(lab, "create", "deployment", "d1", "-n", "team", "--image=nginx", "--replicas=2")
+    kubectl(lab, "scale", "deployment", "d1", "-n", "team", "--replicas=3")
+    dep = json.loads(kubectl(lab, "get", "deploy", "d1", "-n", "team", "-o", "json").stdout)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["selector"] == {"matchLabels": {"app": "d1"}}
     kubectl(lab, "apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))
     kubectl(lab, "apply", "-n", "team", "-f", "-", stdin=json.dumps({

@@ -646,6 +646,10 @@ class ApiCore:
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif info.plural == "secrets":
             obj.setdefault("type", "Opaque")
+        elif info.plural == "jobs":
+            spec = obj["spec"] = dict(obj.get("spec") or {})
+            for key, value in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6)):
+                spec.setdefault(key, value)
         elif info.plural == "services":
             spec = obj["spec"] = dict(obj.get("spec") or {})
             spec.setdefault("type", "ClusterIP")

@@ -51,8 +51,36 @@ MESSAGES: dict[str, dict[int, Field]] = {
                       4: ("propagationPolicy", "str", False), 5: ("dryRun", "str", True)},
     "Preconditions": {1: ("uid", "str", False), 2: ("resourceVersion", "str", False)},
     "Time": {1: ("seconds", "int", False), 2: ("nanos", "int", False)},
+    # kubectl create deployment|job
+    "Deployment": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "DeploymentSpec", False)},
+    "DeploymentSpec": {1: ("replicas", "int", False), 2: ("selector", "LabelSelector", False),
+                       3: ("template", "PodTemplateSpec", False),
+                       5: ("minReadySeconds", "int", False),
+                       6: ("revisionHistoryLimit", "int", False), 7: ("paused", "bool", False),
+                       9: ("progressDeadlineSeconds", "int", False)},
+    "Job": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "JobSpec", False)},
+    "JobSpec": {1: ("parallelism", "int", False), 2: ("completions", "int", False),
+                3: ("activeDeadlineSeconds", "int", False),
+                4: ("selector", "LabelSelector", False), 5: ("manualSelector", "bool", False),
+                6: ("template", "PodTemplateSpec", False), 7: ("backoffLimit", "int", False),
+                8: ("ttlSecondsAfterFinished", "int", False)},
+    "LabelSelector": {1: ("matchLabels", "map", False)},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "PodSpec", False)},
+    "PodSpec": {2: ("containers", "Container", True), 3: ("restartPolicy", "str", False),
+                4: ("terminationGracePeriodSeconds", "int", False),
+                5: ("activeDeadlineSeconds", "int", False), 6: ("dnsPolicy", "str", False),
+                7: ("nodeSelector", "map", False), 8: ("serviceAccountName", "str", False),
+                10: ("nodeName", "str", False)},
+    "Container": {1: ("name", "str", False), 2: ("image", "str", False),
+                  3: ("command", "str", True), 4: ("args", "str", True),
+                  5: ("workingDir", "str", False), 7: ("env", "EnvVar", True),
+                  14: ("imagePullPolicy", "str", False)},
+    "EnvVar": {1: ("name", "str", False), 2: ("value", "str", False)},
     "MapEntry": {1: ("key", "raw", False), 2: ("value", "raw", False)},
 }
+
+
+_OMIT_ZERO = frozenset(("generation", "deletionGracePeriodSeconds"))
 
 
 class ProtobufError(ValueError):
@@ -117,14 +145,16 @@ def decode(message: str, buf: bytes) -> dict[str, Any]:
             conv = bool(value)
         elif kind == "time":
             t = decode("Time", value)
+            if not t.get("seconds"):
+                continue  # the zero time is absent in JSON
             conv = datetime.fromtimestamp(t.get("seconds", 0), UTC).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
         else:
             conv = decode(kind, value)
         if repeated:
             out.setdefault(name, []).append(conv)
-        elif conv != "":  # Go's omitempty: empty strings are absent in JSON
-            out[name] = conv
+        elif conv != "" and not (conv == 0 and name in _OMIT_ZERO):
+            out[name] = conv  # Go's omitempty: empty strings and zero counters are absent
     return out
 
 
