@@ -365,7 +365,7 @@ class ApiCore:
                     q.get("includeObject", "Metadata")))
             return ApiResponse(200, obj)
         if verb == "create":
-            if route.name is not None and not (info.plural == "namespaces"):
+            if route.name is not None:
                 raise method_not_allowed()
             obj = await self.create(info, ns, _body(req), q)
             return ApiResponse(201, obj)
@@ -924,10 +924,13 @@ class ApiCore:
             finalizers_pending = bool(finalizers) or bool(graceful)
         if _dry_run(q):
             return 200, self._present(info, old)
+        # like the real handler: 202 only when the client set orphanDependents=false
+        pending_code = 202 if options.get("orphanDependents") is False or str(
+            q.get("orphanDependents", "")).lower() == "false" else 200
         if finalizers_pending:
             if old_meta.get("deletionTimestamp") and finalizers == list(
                     old_meta.get("finalizers") or []) and not graceful:
-                return 202, self._present(info, old)
+                return pending_code, self._present(info, old)
             new = dict(old)
             meta = new["metadata"] = dict(old_meta)
             meta["finalizers"] = finalizers
@@ -945,7 +948,7 @@ class ApiCore:
                 new["status"] = dict(old.get("status") or {}, phase="Terminating")
             stored = self.store.put(info.key, new, old)
             self._enqueue("deleting", info.key, ns, name)
-            return 202 if info.plural != "pods" else 200, self._present(info, stored)
+            return pending_code, self._present(info, stored)
         final = self.store.remove(info.key, old)
         self._after_remove(info, old, policy)
         if info.return_deleted_object:
@@ -1033,40 +1036,53 @@ class ApiCore:
             if key == ("", "namespaces"):
                 await self._finalize_namespace(obj)
                 return
-            finalizers = list(_meta(obj).get("finalizers") or [])
-            uid = _meta(obj).get("uid", "")
+            finalizers = _meta(obj).get("finalizers") or []
             if ORPHAN in finalizers:
-                for dkey, dns, dname in list(self.store.dependents.get(uid, ())):
-                    dep = self.store.get(dkey, dns, dname)
-                    dinfo = self._info_for_key(dkey)
-                    if dep is None or dinfo is None:
-                        continue
-                    new = dict(dep)
-                    new["metadata"] = dict(_meta(dep))
-                    new["metadata"]["ownerReferences"] = [
-                        r for r in _meta(dep).get("ownerReferences") or [] if r.get("uid") != uid]
-                    if not new["metadata"]["ownerReferences"]:
-                        del new["metadata"]["ownerReferences"]
-                    self.store.put(dkey, new, dep)
-                await self._drop_finalizer(info, obj, ORPHAN)
+                await self._orphan_dependents(info, obj)
             elif FOREGROUND in finalizers:
-                for dkey, dns, dname in list(self.store.dependents.get(uid, ())):
-                    dep = self.store.get(dkey, dns, dname)
-                    dinfo = self._info_for_key(dkey)
-                    if dep is None or dinfo is None:
-                        continue
-                    if not _meta(dep).get("deletionTimestamp"):
-                        with contextlib.suppress(ApiError):
-                            await self.delete(dinfo, dns, dname,
-                                              {"propagationPolicy": "Foreground"})
-                still = any(self.store.get(*d) is not None and any(
+                await self._delete_dependents_first(info, obj)
+
+    def _dependents(self, uid: str) -> list[tuple[ResourceInfo, str, str, Obj]]:
+        out = []
+        for dkey, dns, dname in list(self.store.dependents.get(uid, ())):
+            dep = self.store.get(dkey, dns, dname)
+            dinfo = self._info_for_key(dkey)
+            if dep is not None and dinfo is not None:
+                out.append((dinfo, dns, dname, dep))
+        return out
+
+    async def _orphan_dependents(self, info: ResourceInfo, obj: Obj) -> None:
+        """Orphan propagation: drop the owner's reference from every dependent, then the
+        ``orphan`` finalizer."""
+        uid = _meta(obj).get("uid", "")
+        for dinfo, _, _, dep in self._dependents(uid):
+            new = dict(dep)
+            meta = new["metadata"] = dict(_meta(dep))
+            meta["ownerReferences"] = [r for r in meta.get("ownerReferences") or []
+                                       if r.get("uid") != uid]
+            if not meta["ownerReferences"]:
+                del meta["ownerReferences"]
+            self.store.put(dinfo.key, new, dep)
+        await self._drop_finalizer(info, obj, ORPHAN)
+
+    async def _delete_dependents_first(self, info: ResourceInfo, obj: Obj) -> None:
+        """Foreground propagation: delete the dependents; drop ``foregroundDeletion`` once no
+        dependent with ``blockOwnerDeletion`` remains."""
+        uid = _meta(obj).get("uid", "")
+        blocking = False
+        for dinfo, dns, dname, dep in self._dependents(uid):
+            if not _meta(dep).get("deletionTimestamp"):
+                with contextlib.suppress(ApiError):
+                    await self.delete(dinfo, dns, dname, {"propagationPolicy": "Foreground"})
+            if self.store.get(dinfo.key, dns, dname) is not None and any(
                     r.get("uid") == uid and r.get("blockOwnerDeletion")
-                    for r in _meta(self.store.get(*d) or {}).get("ownerReferences") or [])
-                    for d in self.store.dependents.get(uid, ()))
-                if not still:
-                    fresh = self.store.get(key, ns, name)
-                    if fresh is not None:
-                        await self._drop_finalizer(info, fresh, FOREGROUND)
+                    for r in _meta(dep).get("ownerReferences") or []):
+                blocking = True
+        if not blocking:
+            meta = _meta(obj)
+            fresh = self.store.get(info.key, meta.get("namespace") or "", meta["name"])
+            if fresh is not None:
+                await self._drop_finalizer(info, fresh, FOREGROUND)
 
     async def _drop_finalizer(self, info: ResourceInfo, obj: Obj, finalizer: str) -> None:
         meta = _meta(obj)
