@@ -696,6 +696,8 @@ class ApiCore:
         if info.plural == "customresourcedefinitions":
             self._validate_crd(obj)
         obj = await self._admit("CREATE", info, "", ns, name, obj, None, q)
+        if bucket.get(ns, name) is not None:  # created by another request while admitting
+            raise already_exists(info.group, info.plural, name)
         if _dry_run(q):
             return obj
         stored = self.store.put(info.key, obj, None)
@@ -791,6 +793,8 @@ class ApiCore:
         if info.plural == "customresourcedefinitions" and subresource == "":
             self._validate_crd(obj)
         obj = await self._admit("UPDATE", info, subresource, ns, name, obj, old, q)
+        if self.store.get(info.key, ns, name) is not old:  # written while an async hook ran
+            raise conflict(info.group, info.plural, name)
         meta = obj["metadata"] = dict(obj["metadata"])
         meta["resourceVersion"] = old_meta.get("resourceVersion")
         if _strip(obj, "metadata", "status") != _strip(old, "metadata", "status") or (
