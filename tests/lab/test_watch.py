@@ -158,3 +158,43 @@ async def test_watch_event_resource_versions_increase(api: Api) -> None:
     await api.client.delete("", "v1", "configmaps", "a", "default")
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in await task]
     assert rvs == sorted(rvs) and len(set(rvs)) == 3
+
+
+async def test_watch_without_timeout_ends_after_min_request_timeout() -> None:
+    """A watch without timeoutSeconds is closed by the server after a randomized
+    min-request-timeout, and the client re-watches (kube-apiserver --min-request-timeout)."""
+    server = LabApiServer(tls_enabled=False, config=ServerConfig(min_request_timeout=0.01))
+    await server.start()
+    try:
+        stream = server.client.watch("", "v1", "configmaps", "default",
+                                     resource_version=str(server.core.store.rv))
+        assert await asyncio.wait_for(_collect(stream, 10), 5) == []
+    finally:
+        await server.stop()
+
+
+async def test_http_watch_client_disconnect_releases_watcher() -> None:
+    """A watcher whose HTTP client goes away is released without waiting for an event."""
+    import aiohttp
+
+    server = LabApiServer(tls_enabled=False)
+    await server.start()
+    try:
+        bucket = server.core.store.bucket(("", "configmaps"))
+        headers = {"Authorization": f"Bearer {server.token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            resp = await session.get(f"{server.url}/api/v1/configmaps",
+                                     params={"watch": "true"})
+            for _ in range(100):
+                if bucket.watchers:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(bucket.watchers) == 1
+            resp.close()
+        for _ in range(200):
+            if not bucket.watchers:
+                break
+            await asyncio.sleep(0.01)
+        assert not bucket.watchers
+    finally:
+        await server.stop()

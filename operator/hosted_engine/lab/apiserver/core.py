@@ -112,6 +112,9 @@ class ServerConfig:
     # Pods bound to a node wait for their kubelet to confirm a graceful delete (part 2 runs one).
     pod_graceful_deletion: bool = False
     require_namespace: bool = True
+    # watches without timeoutSeconds end after a random time in [min, 2*min), like
+    # kube-apiserver's --min-request-timeout (1800 s); clients then re-watch from their RV
+    min_request_timeout: float = 1800.0
 
 
 def _now_str(clock: Clock) -> str:
@@ -504,7 +507,8 @@ class ApiCore:
                     if seen is not None:
                         initial.append((ev.rv, seen[0], seen[1]))
         bucket.watchers.add(watcher)
-        timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
+        timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else random.uniform(
+            self.config.min_request_timeout, 2 * self.config.min_request_timeout)
         bookmarks = _flag(q, "allowWatchBookmarks")
         return self._stream(info, bucket, watcher, initial, timeout, bookmarks, send_initial)
 

@@ -94,8 +94,9 @@ class LabApiServer:
     async def start(self) -> None:
         self.core.start()
         app = build_app(self.core, self.token if self.auth else None)
+        # handler_cancellation: a client that goes away ends its watch at once
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=0.5)
+                                     shutdown_timeout=0.5, handler_cancellation=True)
         await self._runner.setup()
         ssl_ctx = None
         if self.tls_enabled:
