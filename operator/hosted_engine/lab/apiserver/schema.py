@@ -64,6 +64,32 @@ def _show(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
+def _quantity_functions() -> dict[str, Any]:
+    """Kubernetes' CEL quantity library (``quantity()``, ``compareTo``, ``isLessThan``,
+    ``isGreaterThan``), which cel-python lacks; exact comparisons via parse_quantity."""
+    from celpy import celtypes
+
+    from hosted_engine.models.base import parse_quantity
+
+    class Quantity(celtypes.StringType):
+        pass
+
+    def quantity(value: Any) -> Quantity:
+        parse_quantity(str(value))
+        return Quantity(str(value))
+
+    def compare(a: Any, b: Any) -> int:
+        x, y = parse_quantity(str(a)), parse_quantity(str(b))
+        return (x > y) - (x < y)
+
+    return {
+        "quantity": quantity,
+        "compareTo": lambda a, b: celtypes.IntType(compare(a, b)),
+        "isLessThan": lambda a, b: celtypes.BoolType(compare(a, b) < 0),
+        "isGreaterThan": lambda a, b: celtypes.BoolType(compare(a, b) > 0),
+    }
+
+
 class _Cel:
     """Compiled CEL programs, cached by expression."""
 
@@ -80,7 +106,7 @@ class _Cel:
 
             if self._env is None:
                 self._env = celpy.Environment()
-            prog = self._env.program(self._env.compile(expr))
+            prog = self._env.program(self._env.compile(expr), functions=_quantity_functions())
         except Exception as exc:
             log.warning("CEL rule %r not supported by cel-python: %s", expr, exc)
         self._programs[expr] = prog
