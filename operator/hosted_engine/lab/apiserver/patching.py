@@ -39,7 +39,6 @@ MERGE_KEYS: dict[str, str] = {
     "finalizers": "",
     "ports": "",  # decided per item: containerPort (containers) or port (services)
     "topologySpreadConstraints": "topologyKey",
-    "taints": "key",
 }
 
 
