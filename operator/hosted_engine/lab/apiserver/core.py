@@ -17,6 +17,7 @@ import contextvars
 import copy
 import json
 import logging
+import math
 import random
 import re
 import uuid
@@ -40,7 +41,11 @@ from hosted_engine.lab.apiserver.errors import (
     not_found,
 )
 from hosted_engine.lab.apiserver.resources import Registry, ResourceInfo, builtin_resources
-from hosted_engine.lab.apiserver.selectors import Selector, selector_from_label_selector
+from hosted_engine.lab.apiserver.selectors import (
+    Selector,
+    labels_match,
+    selector_from_label_selector,
+)
 from hosted_engine.lab.apiserver.store import Bucket, Obj, Store, Watcher
 
 log = logging.getLogger(__name__)
@@ -1300,12 +1305,23 @@ class ApiCore:
         return any(c.get("type") == "Ready" and c.get("status") == "True"
                    for c in status.get("conditions") or [] if isinstance(c, dict))
 
+    def _pdbs_for(self, pod: Obj) -> list[Obj]:
+        """The PodDisruptionBudgets of the pod's namespace whose selector matches it."""
+        bucket = self.store.buckets.get(("policy", "poddisruptionbudgets"))
+        if bucket is None:
+            return []
+        labels = _meta(pod).get("labels")
+        out = []
+        for pdb in bucket.iter(_meta(pod).get("namespace", "")):
+            reqs = selector_from_label_selector((pdb.get("spec") or {}).get("selector"))
+            if reqs is not None and labels_match(reqs, labels):
+                out.append(pdb)
+        return out
+
     def _pdb_pods(self, pdb: Obj) -> list[Obj]:
         reqs = selector_from_label_selector((pdb.get("spec") or {}).get("selector"))
         if reqs is None:
             return []
-        from hosted_engine.lab.apiserver.selectors import labels_match
-
         ns = _meta(pdb).get("namespace", "")
         bucket = self.store.buckets.get(("", "pods"))
         if bucket is None:
@@ -1320,8 +1336,6 @@ class ApiCore:
 
         def resolve(value: Any) -> int:
             if isinstance(value, str) and value.endswith("%"):
-                import math
-
                 return math.ceil(expected * int(value[:-1]) / 100)
             return int(value)
         if "minAvailable" in spec:
@@ -1352,15 +1366,7 @@ class ApiCore:
         phase = (pod.get("status") or {}).get("phase")
         if phase not in ("Succeeded", "Failed", "Pending") and not _meta(pod).get(
                 "deletionTimestamp"):
-            pdb_bucket = self.store.buckets.get(("policy", "poddisruptionbudgets"))
-            pdbs = []
-            if pdb_bucket is not None:
-                from hosted_engine.lab.apiserver.selectors import labels_match
-
-                for pdb in pdb_bucket.iter(ns):
-                    reqs = selector_from_label_selector((pdb.get("spec") or {}).get("selector"))
-                    if reqs is not None and labels_match(reqs, _meta(pod).get("labels")):
-                        pdbs.append(pdb)
+            pdbs = self._pdbs_for(pod)
             if len(pdbs) > 1:
                 raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the "
                                     "eviction subresource does not support.", "InternalError")

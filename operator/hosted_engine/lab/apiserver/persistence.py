@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hosted_engine.lab.apiserver import discovery
 from hosted_engine.lab.apiserver.core import ApiCore
 
 STATE_FILE = "objects.json"
@@ -55,8 +56,6 @@ def load(core: ApiCore, directory: Path) -> bool:
             store.uids[meta.get("uid", "")] = (key, ns, name)
             store._reindex(key, ns, name, None, obj)
             if key == CRD_KEY:
-                from hosted_engine.lab.apiserver import discovery
-
                 for info in discovery.crd_resources(obj):
                     core.registry.add(info)
     store.rv = max(store.rv, int(data.get("resourceVersion", 1)))

@@ -7,6 +7,7 @@ https://kubernetes.io/docs/reference/using-api/api-concepts/#receiving-resources
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -206,8 +207,6 @@ def _printer(path: str, typ: str, now: datetime) -> Callable[[Obj], Any]:
         if typ == "integer" and isinstance(value, int | float):
             return int(value)
         if isinstance(value, dict | list):
-            import json
-
             return json.dumps(value)
         return value
     return cell
