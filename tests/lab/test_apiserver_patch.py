@@ -149,3 +149,18 @@ async def test_field_validation_strict_rejects_unknown_fields(api: Api) -> None:
     resp = await api.req("POST", "/apis/example.io/v1/namespaces/default/widgets", body)
     assert resp.status == 201 and "bogus" not in resp.body["spec"]
     assert resp.headers["Warning"] == '299 - "unknown field \\"spec.bogus\\""'
+
+
+async def test_strategic_merge_patch_merges_conditions_and_replaces_taints(api: Api) -> None:
+    """Node status conditions merge by type (patchMergeKey), node taints have no merge key and
+    are replaced (core/v1 types: NodeStatus.conditions, NodeSpec.taints)."""
+    await api.ok("POST", "/api/v1/nodes", {"metadata": {"name": "n"}, "spec": {"taints": [
+        {"key": "a", "effect": "NoSchedule"}]}, "status": {"conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]}})
+    out = await api.ok("PATCH", "/api/v1/nodes/n/status", {"status": {"conditions": [
+        {"type": "Ready", "status": "Unknown"}]}}, ctype=SMP)
+    assert [(c["type"], c["status"]) for c in out["status"]["conditions"]] == [
+        ("Ready", "Unknown"), ("DiskPressure", "False")]
+    out = await api.ok("PATCH", "/api/v1/nodes/n", {"spec": {"taints": [
+        {"key": "b", "effect": "NoExecute"}]}}, ctype=SMP)
+    assert out["spec"]["taints"] == [{"key": "b", "effect": "NoExecute"}]
