@@ -81,3 +81,21 @@ async def test_openapi_v3_index_and_group_version(api: Api) -> None:
     op = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
     assert op["x-kubernetes-group-version-kind"]["kind"] == "Deployment"
     assert "fieldValidation" in {p["name"] for p in op["parameters"]}
+
+
+async def test_preferred_version_follows_version_priority(api: Api) -> None:
+    """The preferred version of a group is the highest by Kubernetes version priority
+    (GA > beta > alpha) whatever the order of the CRD's versions (custom-resource-definition-
+    versioning: "Version priority")."""
+    import copy
+
+    from lab_api import WIDGET_CRD
+
+    crd = copy.deepcopy(WIDGET_CRD)
+    base = crd["spec"]["versions"][0]
+    crd["spec"]["versions"] = [dict(copy.deepcopy(base), name=n, storage=n == "v1")
+                               for n in ("v1alpha1", "v1", "v2beta1")]
+    await api.ok("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    group = await api.ok("GET", "/apis/example.io")
+    assert group["preferredVersion"]["version"] == "v1"
+    assert [v["version"] for v in group["versions"]] == ["v1", "v2beta1", "v1alpha1"]

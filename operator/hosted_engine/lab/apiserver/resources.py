@@ -7,6 +7,7 @@ subresources, short names, categories, printer columns, CRD schema). The :class:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -161,12 +162,25 @@ GROUP_ORDER = ("", "apps", "events.k8s.io", "batch", "policy", "rbac.authorizati
                "storage.k8s.io", "apiextensions.k8s.io", "coordination.k8s.io")
 
 
+_VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Sort key of Kubernetes version names: GA before beta before alpha, higher first;
+    names that are not Kubernetes-like go last, alphabetically (CRD "Version priority")."""
+    m = _VERSION_RE.match(version)
+    if not m:
+        return (3, 0, 0, version)
+    stage = {None: 0, "beta": 1, "alpha": 2}[m.group(2)]
+    return (stage, -int(m.group(1)), -int(m.group(3) or 0), version)
+
+
 class Registry:
     """Served resources, by ``(group, version, plural)`` and by ``(group, kind)``."""
 
     def __init__(self) -> None:
         self._by_gvr: dict[tuple[str, str, str], ResourceInfo] = {}
-        # group -> ordered versions (preferred first)
+        # group -> versions by priority (preferred first)
         self._groups: dict[str, list[str]] = {}
         # (group, version) -> extra discovery entries served by aggregated handlers
         self.aggregated: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -174,10 +188,7 @@ class Registry:
 
     def add(self, info: ResourceInfo) -> None:
         self._by_gvr[(info.group, info.version, info.plural)] = info
-        versions = self._groups.setdefault(info.group, [])
-        if info.version not in versions:
-            versions.append(info.version)
-        self.generation += 1
+        self.add_group_version(info.group, info.version)
 
     def remove(self, group: str, version: str, plural: str) -> ResourceInfo | None:
         info = self._by_gvr.pop((group, version, plural), None)
@@ -196,6 +207,7 @@ class Registry:
         versions = self._groups.setdefault(group, [])
         if version not in versions:
             versions.append(version)
+            versions.sort(key=version_priority)
         self.generation += 1
 
     def get(self, group: str, version: str, plural: str) -> ResourceInfo | None:
