@@ -236,3 +236,14 @@ def test_typed_commands_send_protobuf(lab: LabThread) -> None:
     assert node["spec"]["unschedulable"] is True
     pods = json.loads(kubectl(lab, "get", "pods", "-n", "team", "-o", "json").stdout)
     assert pods["items"] == []
+
+
+def test_explain_and_strict_field_validation(lab: LabThread) -> None:
+    """kubectl explain reads the CRD schema from /openapi/v3; kubectl apply's default
+    fieldValidation=Strict rejects unknown fields (api-concepts: "Field validation")."""
+    _apply_widget_crd(lab)
+    out = kubectl(lab, "explain", "widgets.spec").stdout
+    assert "KIND:       Widget" in out and "color\t<string> -required-" in out
+    bad = dict(WIDGET, spec={"color": "red", "bogus": 1})
+    proc = kubectl(lab, "apply", "-f", "-", stdin=json.dumps(bad), check=False)
+    assert proc.returncode != 0 and 'unknown field "spec.bogus"' in proc.stderr

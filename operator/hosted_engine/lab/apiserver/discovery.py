@@ -66,10 +66,30 @@ _PARAMS = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems"
            for n in ("dryRun", "fieldManager", "fieldValidation", "force", "pretty")]
 
 
+def _crd_schema(info: ResourceInfo, gvk: dict[str, str]) -> dict[str, Any]:
+    assert info.schema is not None
+    schema = dict(info.schema.root)
+    props = dict(schema.get("properties") or {})
+    props.setdefault("apiVersion", {"type": "string", "description": "APIVersion defines the "
+                                    "versioned schema of this representation of an object."})
+    props.setdefault("kind", {"type": "string", "description": "Kind is a string value "
+                              "representing the REST resource this object represents."})
+    props.setdefault("metadata", {"type": "object", "description": "Standard object's "
+                                  "metadata."})
+    schema["properties"] = props
+    schema["x-kubernetes-group-version-kind"] = [gvk]
+    return schema
+
+
 def openapi_v3_gv(registry: Registry, group: str, version: str) -> dict[str, Any]:
+    """Paths of one group/version; components carry the CRDs' schemas (kubectl explain)."""
     paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
     for info in registry.resources_in(group, version):
         gvk = {"group": info.group, "version": info.version, "kind": info.kind}
+        if not info.builtin and info.schema is not None:
+            name = ".".join([*reversed(info.group.split(".")), info.version, info.kind])
+            schemas[name] = _crd_schema(info, gvk)
         base = "/" + _gv_path(group, version)
         coll = f"{base}/namespaces/{{namespace}}/{info.plural}" if info.namespaced else \
             f"{base}/{info.plural}"
@@ -92,7 +112,7 @@ def openapi_v3_gv(registry: Registry, group: str, version: str) -> dict[str, Any
                         "parameters": _PARAMS, "responses": {"200": {"description": "OK"}}}
                     for v in ("get", "put", "patch")}
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.37.0-lab"},
-            "paths": paths, "components": {"schemas": {}}}
+            "paths": paths, "components": {"schemas": schemas}}
 
 
 def openapi_v3_root(registry: Registry) -> dict[str, Any]:
