@@ -198,3 +198,20 @@ async def test_http_watch_client_disconnect_releases_watcher() -> None:
         assert not bucket.watchers
     finally:
         await server.stop()
+
+
+async def test_watch_list_send_initial_events(api: Api) -> None:
+    """sendInitialEvents=true streams the current objects as ADDED, then a BOOKMARK annotated
+    k8s.io/initial-events-end (api-concepts: "Streaming lists")."""
+    await api.cm("a")
+    await api.cm("b")
+    resp = await api.req("GET", CM, query={"watch": "true", "sendInitialEvents": "true",
+                                           "allowWatchBookmarks": "true",
+                                           "resourceVersionMatch": "NotOlderThan"})
+    assert resp.events is not None
+    events = await asyncio.wait_for(_collect(resp.events, 3), 5)
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events[:2]] == [
+        ("ADDED", "a"), ("ADDED", "b")]
+    assert events[2]["type"] == "BOOKMARK"
+    assert events[2]["object"]["metadata"]["annotations"] == {
+        "k8s.io/initial-events-end": "true"}
