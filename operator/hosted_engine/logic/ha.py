@@ -609,6 +609,18 @@ def local_maintenance_verdict(
 # --------------------------------------------------------------------------------------------
 
 _MAX_CHAIN = 8
+_EXPECTS_ENGINE = frozenset(
+    {
+        State.ENGINE_START,
+        State.ENGINE_STARTING,
+        State.ENGINE_UP,
+        State.ENGINE_UP_BAD_HEALTH,
+        State.ENGINE_MIGRATING,
+        State.ENGINE_STOP,
+        State.ENGINE_FORCE_STOP,
+        State.LOCAL_MAINTENANCE,
+    }
+)
 _WORLD_ACTIONS = (StartEngine, StopEngine, PowerOffEngine, MigrateEngine, RequestFence)
 
 
@@ -632,7 +644,7 @@ class _Run:
         gave it up (unfenced failover without ``fencing_required``)."""
         if node is None:
             return False
-        if node == self.mem.abandoned_host:
+        if node == self.mem.abandoned_host and self.lost(node):
             return True
         return node in self.hosts and self.hosts[node].fence is FenceStatus.CONFIRMED
 
@@ -810,6 +822,20 @@ def _guards(r: _Run) -> bool:
         tail = f" until {until.isoformat()}" if until else " (no expiry)"
         r.goto(State.GLOBAL_MAINTENANCE, f"global maintenance{tail}", reminder_at=r.now)
         return True
+    node = r.obs.vm.node
+    if (
+        state in _EXPECTS_ENGINE
+        and node is not None
+        and node == r.mem.host
+        and r.obs.vm.phase in ACTIVE_PHASES
+        and r.dead_node(node)
+    ):
+        # Fenced by someone else (e.g. the Host's own NonResponsive handling): a host loss, not a
+        # crash of the engine, so no failure is counted.
+        r.begin_failover(node)
+        r.mark_fenced()
+        r.goto(State.ENGINE_DOWN, f"{node} was fenced", fenced_host=node)
+        return True
     suspect = r.unfenced_vmi_host()
     if (
         state not in (State.HOST_LOST, State.FENCING, State.GLOBAL_MAINTENANCE, State.DEGRADED)
@@ -886,6 +912,14 @@ def _engine_down(r: _Run) -> None:
 def _start_timed_out(r: _Run) -> bool:
     if r.elapsed(r.mem.start_requested_at) < r.s.startup_grace:
         return False
+    if r.active and r.obs.vm.phase is VmiPhase.RUNNING and r.health() is Health.UNKNOWN:
+        r.notice_once(
+            "no-probes",
+            "HealthUnknown",
+            "no health probe result since the engine started; not stopping it blindly",
+        )
+        r.stay("start-up grace over but no health probe result: health unknown")
+        return True
     why = f"not healthy within the start-up grace of {int(r.s.startup_grace.total_seconds())}s"
     if r.failure(r.mem.host, why):
         if r.active:
@@ -910,6 +944,12 @@ def _engine_start(r: _Run) -> None:
         why = f"start on {r.mem.host} failed (VMI {vm.phase})"
         if not r.failure(r.mem.host, why):
             r.goto(State.ENGINE_DOWN, why)
+        return
+    target = r.by_host.get(r.mem.host or "")
+    if vm.node is None and (target is None or not target.eligible):
+        why = target.explain() if target is not None else f"{r.mem.host} is not an allowed host"
+        r.act(StopEngine(graceful=True))
+        r.goto(State.ENGINE_STOP, f"start cancelled, target unusable: {why}", last_action_at=r.now)
         return
     if _start_timed_out(r):
         return
@@ -1138,6 +1178,9 @@ def _fencing(r: _Run) -> None:
         r.act(RequestFence(host, f"hosted engine: {host} lost ({_lost_why(r, host)})"))
         r.set(last_action_at=r.now)
     if r.elapsed(r.mem.since) >= r.s.fence_timeout:
+        if not r.s.fencing_required:
+            _takeover_unfenced(r, host, f"fence of {host} not confirmed in time")
+            return
         r.notice_once(
             "fence-timeout",
             "FenceTimeout",
@@ -1344,6 +1387,15 @@ def _conditions(r: _Run, verdict: SparesVerdict) -> None:
     r.set(conditions=tuple(keys))
 
 
+_BAND = 200
+
+
+def _bands(placement: tuple[tuple[str, int], ...]) -> tuple[tuple[str, bool, int], ...]:
+    """What placement depends on: eligibility and the score in 200-point bands, so a CPU load
+    wobbling by a few percent does not re-patch the VM's placement at every step."""
+    return tuple((host, score > 0, -(-score // _BAND)) for host, score in placement)
+
+
 def _host_rows(r: _Run) -> tuple[HostRow, ...]:
     rows = []
     for score in r.scores:
@@ -1418,7 +1470,7 @@ def step(settings: Settings, memory: Memory, obs: Observation, now: datetime) ->
     refusal = _user_refusals(r)
     r.set(seen_running=obs.request.running, seen_power_off=obs.request.power_off)
     placement = tuple((s.host, s.score) for s in r.scores)
-    if placement != r.mem.placement:
+    if _bands(placement) != _bands(r.mem.placement):
         r.act(SetPlacement(placement))
         r.set(placement=placement)
     verdict = spares(r.scores, r.node, obs.engine_memory, settings.spares)

@@ -835,3 +835,55 @@ def test_memory_from_damaged_status_falls_back_to_defaults() -> None:
     data = memory_to_dict(good)
     assert data["state"] == "Fencing" and data["lostHost"] == "h1" and "fencedHost" not in data
     assert memory_from_dict(data) == good
+
+
+# ---- Edge cases ---------------------------------------------------------------------------
+
+
+def test_start_cancelled_when_the_target_becomes_unusable_before_scheduling() -> None:
+    m = mem(State.ENGINE_START, host="h2", start_requested_at=T0)
+    o = obs(t(5), vm(VmiPhase.PENDING, None, since=t(1)), hosts=hosts(t(5), h2={"ready": False}))
+    d = run(m, o, t(5))
+    assert d.state is State.ENGINE_STOP and of(d, StopEngine) == [StopEngine(True)]
+    assert "h2 0 (not Ready)" in d.memory.reason and d.memory.attempts == 0
+    unusable = hosts(t(6), h2={"ready": False})
+    d = run(d.memory, obs(t(6), vm(VmiPhase.SUCCEEDED, None, since=t(1)), hosts=unusable), t(6))
+    assert of(d, StartEngine) == [StartEngine("h1")]
+
+
+def test_startup_timeout_without_any_probe_does_not_stop_blindly() -> None:
+    s = tuned(startup_grace=timedelta(seconds=60))
+    m = mem(State.ENGINE_STARTING, host="h1", start_requested_at=T0)
+    d = run(m, obs(t(60), vm()), t(60), s)
+    assert d.state is State.ENGINE_STARTING and engine_actions(d) == []
+    assert [e.reason for e in of(d, EmitEvent)] == ["HealthUnknown"]
+
+
+def test_engine_host_fenced_by_someone_else_is_a_host_loss_not_a_crash() -> None:
+    o = obs(t(30), vm(), hosts=hosts(t(30), h1={"fence": FenceStatus.CONFIRMED}))
+    d = run(mem(State.ENGINE_UP, **UP), o, t(30))
+    assert of(d, StartEngine) == [StartEngine("h2")]
+    assert d.memory.attempts == 0 and d.memory.fenced_host == "h1"
+    record = d.memory.failover
+    assert record is not None and record.fenced_at == t(30) and record.to_host == "h2"
+
+
+def test_fence_timeout_without_fencing_required_fails_over_unfenced() -> None:
+    s = tuned(fencing_required=False)
+    m = mem(State.FENCING, host="h1", lost_host="h1", last_action_at=T0)
+    slow = lost_h1(t(120), fence=FenceStatus.REQUESTED)
+    d = run(m, obs(t(120), vm(), hosts=slow), t(120), s)
+    assert of(d, StartEngine) == [StartEngine("h2")]
+    assert "UnfencedFailover" in [e.reason for e in of(d, EmitEvent)]
+
+
+def test_placement_is_not_re_sent_for_small_score_wobbles() -> None:
+    m = mem(State.ENGINE_UP, **UP)
+    d = run(m, obs(t(10), vm(), probes=probes(0, "o")), t(10))
+    assert len(of(d, SetPlacement)) == 1
+    wobble = hosts(t(20), h2={"cpu_load": 0.45})  # -100: same 200-point band
+    d2 = run(d.memory, obs(t(20), vm(), probes=probes(0, "o"), hosts=wobble), t(20))
+    assert of(d2, SetPlacement) == []
+    drop = hosts(t(30), h2={"cpu_load": 0.8})  # -800
+    d3 = run(d2.memory, obs(t(30), vm(), probes=probes(0, "o"), hosts=drop), t(30))
+    assert of(d3, SetPlacement) == [SetPlacement((("h1", 3400), ("h2", 2600), ("h3", 3400)))]
