@@ -56,8 +56,6 @@ def closed_udp_port() -> int:
     return port
 
 
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Poll ``predicate`` until it holds (True) or ``timeout`` passes (False)."""
     deadline = time.monotonic() + timeout

@@ -18,8 +18,20 @@ def ipmitool_run(
     ipmitool: str, port: int, *args: str, password: str = PASSWORD
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [ipmitool, "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", USER,
-         "-P", password, *args],
+        [
+            ipmitool,
+            "-I",
+            "lanplus",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            USER,
+            "-P",
+            password,
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -64,8 +76,9 @@ def test_chassis_power_soft_waits_for_the_os(farm: BmcFarm, ipmitool: str) -> No
     assert power.commands == [PowerCause.SOFT_OFF]
 
 
-@pytest.mark.parametrize(("verb", "cause"), [("reset", PowerCause.RESET),
-                                             ("cycle", PowerCause.CYCLE)])
+@pytest.mark.parametrize(
+    ("verb", "cause"), [("reset", PowerCause.RESET), ("cycle", PowerCause.CYCLE)]
+)
 def test_chassis_power_reset_and_cycle_reboot_the_node(
     farm: BmcFarm, ipmitool: str, verb: str, cause: PowerCause
 ) -> None:
@@ -87,8 +100,9 @@ def test_mc_info_and_boot_device(farm: BmcFarm, ipmitool: str) -> None:
 
 
 def test_wrong_password_is_refused(farm: BmcFarm, ipmitool: str) -> None:
-    refused = ipmitool_run(ipmitool, port_of(farm, "node-1"), "chassis", "power", "off",
-                           password="not-the-password")
+    refused = ipmitool_run(
+        ipmitool, port_of(farm, "node-1"), "chassis", "power", "off", password="not-the-password"
+    )
     assert refused.returncode != 0
     assert "RMCP+ session" in refused.stderr
     assert farm.node_power("node-1").power_state() is ON
@@ -97,8 +111,9 @@ def test_wrong_password_is_refused(farm: BmcFarm, ipmitool: str) -> None:
 
 def test_pyghmi_client(farm: BmcFarm) -> None:
     port = port_of(farm, "node-2")
-    client = ipmi_command.Command(bmc="127.0.0.1", userid=USER.encode(),
-                                  password=PASSWORD.encode(), port=port)
+    client = ipmi_command.Command(
+        bmc="127.0.0.1", userid=USER.encode(), password=PASSWORD.encode(), port=port
+    )
     try:
         assert client.get_power() == {"powerstate": "on"}
         client.set_power("off")
@@ -111,12 +126,14 @@ def test_pyghmi_client(farm: BmcFarm) -> None:
 def test_pyghmi_client_wrong_password_and_unknown_user(farm: BmcFarm) -> None:
     port = port_of(farm, "node-2")
     with pytest.raises(pyghmi_exc.IpmiException, match="Incorrect password"):
-        ipmi_command.Command(bmc="127.0.0.1", userid=USER.encode(), password=b"wrong-password",
-                             port=port)
+        ipmi_command.Command(
+            bmc="127.0.0.1", userid=USER.encode(), password=b"wrong-password", port=port
+        )
     # a real BMC answers "unauthorized name" (pyghmi's stock server would not answer at all)
     with pytest.raises(pyghmi_exc.IpmiException, match="Unauthorized name"):
-        ipmi_command.Command(bmc="127.0.0.1", userid=b"nobody", password=PASSWORD.encode(),
-                             port=port)
+        ipmi_command.Command(
+            bmc="127.0.0.1", userid=b"nobody", password=PASSWORD.encode(), port=port
+        )
 
 
 def test_a_bmc_can_be_closed_alone_and_frees_its_port(ipmitool: str) -> None:

@@ -149,8 +149,9 @@ def test_no_credentials_get_401_but_the_service_root_is_open(farm: BmcFarm) -> N
     endpoint = farm.endpoints["node-1"]
     ca = str(endpoint.redfish_ca_path)
     assert requests.get(f"{endpoint.redfish_url}/redfish/v1/", verify=ca, timeout=10).ok
-    denied = requests.post(reset_url(farm, "node-1"), json={"ResetType": "ForceOff"},
-                           verify=ca, timeout=10)
+    denied = requests.post(
+        reset_url(farm, "node-1"), json={"ResetType": "ForceOff"}, verify=ca, timeout=10
+    )
     assert denied.status_code == 401
     assert farm.node_power("node-1").power_state() is ON
 
@@ -171,18 +172,21 @@ def test_two_servers_in_one_process_are_independent(tmp_path: object) -> None:
         RedfishServer({"b-1": b_power}, {"bob": "pw-b"}) as b,
     ):
         assert a.port != b.port
-        root_a = sushy.Sushy(f"{a.base_url}/redfish/v1", username="alice", password="pw-a",
-                             verify=str(a.ca_path))
-        root_b = sushy.Sushy(f"{b.base_url}/redfish/v1", username="bob", password="pw-b",
-                             verify=str(b.ca_path))
+        root_a = sushy.Sushy(
+            f"{a.base_url}/redfish/v1", username="alice", password="pw-a", verify=str(a.ca_path)
+        )
+        root_b = sushy.Sushy(
+            f"{b.base_url}/redfish/v1", username="bob", password="pw-b", verify=str(b.ca_path)
+        )
         assert root_a.get_system_collection().members_identities == ("/redfish/v1/Systems/a-1",)
         assert root_b.get_system_collection().members_identities == ("/redfish/v1/Systems/b-1",)
         root_a.get_system("/redfish/v1/Systems/a-1").reset_system(sushy.ResetType.FORCE_OFF)
         assert a_power.power_state() is OFF and b_power.power_state() is ON
         # users are per server
         with pytest.raises(sushy_exc.AccessError):
-            sushy.Sushy(f"{b.base_url}/redfish/v1", username="alice", password="pw-a",
-                        verify=str(b.ca_path)).get_system("/redfish/v1/Systems/b-1")
+            sushy.Sushy(
+                f"{b.base_url}/redfish/v1", username="alice", password="pw-a", verify=str(b.ca_path)
+            ).get_system("/redfish/v1/Systems/b-1")
         ports = (a.port, b.port)
     assert all(tcp_port_free(port) for port in ports)
     assert not a.running and not b.running
@@ -192,8 +196,12 @@ def test_stop_closes_idle_keep_alive_connections(farm: BmcFarm) -> None:
     # a client that keeps its connection open must not hold the server's stop
     session = requests.Session()
     endpoint = farm.endpoints["node-1"]
-    response = session.get(f"{endpoint.redfish_url}/redfish/v1/Systems", auth=(USER, PASSWORD),
-                           verify=str(endpoint.redfish_ca_path), timeout=10)
+    response = session.get(
+        f"{endpoint.redfish_url}/redfish/v1/Systems",
+        auth=(USER, PASSWORD),
+        verify=str(endpoint.redfish_ca_path),
+        timeout=10,
+    )
     assert response.json()["Members@odata.count"] == 2
     assert farm.redfish is not None
     farm.redfish.stop()

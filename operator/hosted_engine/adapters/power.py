@@ -614,6 +614,14 @@ class IpmiPowerManager(PowerManager):
             )
         except pyghmi_exc.IpmiException as exc:
             raise _ipmi_failure(exc, "logging in") from None
+        except AttributeError as exc:
+            # pyghmi shares its event loop between threads: when another thread handles this
+            # session's failed login, the session is marked broken before its error is set
+            if "errormsg" not in str(exc):
+                raise
+            raise BmcFailure(
+                PowerError.PROTOCOL, "login failed (pyghmi reported no reason)"
+            ) from None
         try:
             yield _IpmiSession(cmd)
         finally:

@@ -15,6 +15,9 @@ for the lab's BMCs only:
 * a client asking for SHA-256 (cipher suite 17) gets "invalid authentication algorithm" (0x11)
   instead of a silent downgrade to suite 3, which crashes pyghmi's own client;
 * an unknown user name gets RAKP 2 with "unauthorized name" (0x0D) instead of no answer.
+
+Server-side packet handling of the lab's BMCs is serialized by one lock, since any thread that
+runs pyghmi's event loop may pick up a server session (see :class:`IpmiPump`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ _IPMI_INVALID_DATA = 0xCC
 _patch_lock = threading.Lock()
 _patched = False
 _registry_lock = threading.Lock()
+#: server-side packet handling of the lab's BMCs is serialized: whichever thread picks a
+#: session from pyghmi's shared queue (the pump, or a client in the same process), one at a time
+_serve_lock = threading.RLock()
 
 
 def _install_server_fixes() -> None:
@@ -73,14 +79,22 @@ def _install_server_fixes() -> None:
                     reply = bytearray([data[0], _RMCP_UNAUTHORIZED_NAME, 0, 0]) + bytearray(
                         self.clientsessionid
                     )
-                    self.send_payload(
-                        reply, ipmi_constants.payload_types["rakp2"], retry=False
-                    )
+                    self.send_payload(reply, ipmi_constants.payload_types["rakp2"], retry=False)
                     return
             original_rakp1(self, data)
 
+        original_process = serversession.ServerSession.process_pktqueue
+
+        def process_pktqueue(self: Any) -> None:
+            if isinstance(getattr(self, "bmc", None), NodeIpmiBmc):
+                with _serve_lock:
+                    original_process(self)
+            else:
+                original_process(self)
+
         serversession.ServerSession.create_open_session_response = create_open_session_response
         serversession.ServerSession._got_rakp1 = got_rakp1
+        serversession.ServerSession.process_pktqueue = process_pktqueue
         _patched = True
 
 
@@ -154,6 +168,10 @@ class NodeIpmiBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
     def get_system_guid(self) -> uuid.UUID:
         return uuid.uuid5(uuid.NAMESPACE_DNS, f"{self.target.name}.lab")
 
+    def process_pktqueue(self) -> None:
+        with _serve_lock:
+            super().process_pktqueue()
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -191,15 +209,23 @@ def _wake_io_thread() -> None:
 
 
 class IpmiPump:
-    """The thread that runs pyghmi's event loop for the lab's BMCs."""
+    """The thread that serves the lab's BMCs: it processes their packets, and only theirs.
 
-    def __init__(self, interval: float = 0.1) -> None:
+    pyghmi's ``Session.wait_for_rsp`` would also process the packets of *client* sessions
+    (an operator's pyghmi ``Command`` in the same process); a client session handled in another
+    thread can be marked broken before its error message is set, so its own thread sees a
+    half-failed login. The pump therefore waits on pyghmi's I/O thread and takes only server
+    sessions from the shared queue.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> IpmiPump:
         if self._thread is None:
+            _prime_pyghmi()
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="ipmi-bmc-pump", daemon=True)
             self._thread.start()
@@ -208,16 +234,35 @@ class IpmiPump:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                ipmisession.Session.wait_for_rsp(timeout=self._interval)
+                self._serve_queued()
+                ipmisession._io_wait(self._interval)
             except Exception:  # one bad packet must not stop every BMC
                 log.exception("IPMI BMC event loop")
                 time.sleep(self._interval)
+
+    @staticmethod
+    def _serve_queued() -> None:
+        queue = ipmisession.sessionqueue
+        for session in list(queue):
+            if not _is_lab_server(session):
+                continue
+            try:
+                queue.remove(session)
+            except ValueError:
+                continue  # another thread took it
+            session.process_pktqueue()
 
     def stop(self) -> None:
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
             thread.join()
+
+
+def _is_lab_server(session: object) -> bool:
+    if isinstance(session, NodeIpmiBmc):
+        return True
+    return isinstance(getattr(session, "bmc", None), NodeIpmiBmc)
 
 
 def free_udp_port(address: str = "127.0.0.1") -> int:

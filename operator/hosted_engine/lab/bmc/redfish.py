@@ -48,8 +48,16 @@ _module_ids = itertools.count(1)
 
 #: Redfish ResetType -> what the power switch is asked to do. Nmi is refused (501), like the
 #: fake driver does.
-_RESET_TYPES = ("On", "ForceOn", "ForceOff", "GracefulShutdown", "GracefulRestart",
-                "ForceRestart", "PowerCycle", "PushPowerButton")
+_RESET_TYPES = (
+    "On",
+    "ForceOn",
+    "ForceOff",
+    "GracefulShutdown",
+    "GracefulRestart",
+    "ForceRestart",
+    "PowerCycle",
+    "PushPowerButton",
+)
 
 
 def system_uuid(name: str) -> str:
