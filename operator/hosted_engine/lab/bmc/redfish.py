@@ -9,8 +9,9 @@ else (the resource tree, templates, error bodies, HTTP basic auth against an htp
 bcrypt hashes) is sushy-tools' own code.
 
 The emulator keeps its Flask application in a module global, so each :class:`RedfishServer`
-loads a private copy of ``sushy_tools.emulator.main`` (see docs/decisions/0002): several
-servers can run in one process (a lab and a test) without sharing systems, users or config.
+loads a private copy of ``sushy_tools.emulator.main`` (see docs/decisions/0006-lab-bmcs.md):
+several servers can run in one process (a lab and a test) without sharing systems, users or
+config.
 
 The server speaks HTTPS with a certificate from a :class:`~hosted_engine.lab.bmc.tls.LabCA`,
 binds 127.0.0.1 on a free port and runs in a background thread until :meth:`RedfishServer.stop`.
