@@ -201,7 +201,8 @@ async def engine_event(
     re-checks a pending maintenance request."""
     triggers = triggers_of(memo)
     key = f"{namespace}/{name}"
-    disk = (spec.get("vm") or {}).get("disk") or {}
+    vm = spec.get("vm")
+    disk = vm.get("disk") if isinstance(vm, Mapping) else None
     domain = str(disk.get("storageDomain") or "") if isinstance(disk, Mapping) else ""
     previous = triggers.engines.get(key)
     if domain:

@@ -629,22 +629,28 @@ class EngineRef:
         return f"{self.namespace}/{self.name}"
 
 
+def _map(value: Any, key: str) -> Mapping[str, Any]:
+    """``value[key]`` when both are mappings, else an empty mapping (lenient reads)."""
+    if not isinstance(value, Mapping):
+        return {}
+    out = value.get(key)
+    return out if isinstance(out, Mapping) else {}
+
+
 def engine_ref(body: Mapping[str, Any]) -> EngineRef:
     m = _meta(body)
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    disk = ((spec.get("vm") or {}).get("disk") or {}) if isinstance(spec, Mapping) else {}
-    engine = status.get("engine") or {}
-    vm = status.get("vm") or {}
+    status = _map(body, "status")
+    disk = _map(_map(_map(body, "spec"), "vm"), "disk")
     running = (
-        engine.get("vm") == "up"
-        or vm.get("phase") in _RUNNING_VMI_PHASES
+        _map(status, "engine").get("vm") == "up"
+        or _map(status, "vm").get("phase") in _RUNNING_VMI_PHASES
         or status.get("state") in _RUNNING_ENGINE_STATES
     )
-    maintenance = (status.get("maintenance") or {}).get("mode") == "global" or status.get(
-        "state"
-    ) == "GlobalMaintenance"
-    domain = disk.get("storageDomain") if isinstance(disk, Mapping) else None
+    maintenance = (
+        _map(status, "maintenance").get("mode") == "global"
+        or status.get("state") == "GlobalMaintenance"
+    )
+    domain = disk.get("storageDomain")
     return EngineRef(
         namespace=str(m.get("namespace") or ""),
         name=str(m.get("name") or ""),
