@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hosted_engine.lab.bmc.ipmi import IpmiPump, NodeIpmiBmc, start_bmc
+from hosted_engine.lab.bmc.ipmi import IpmiPump, NodeIpmiBmc, close_bmcs, start_bmc
 from hosted_engine.lab.bmc.power import (
     DEFAULT_CYCLE_OFF_TIME,
     DEFAULT_POWER_DELAY,
@@ -76,7 +76,7 @@ class BmcFarm:
         *,
         credentials: BmcCredentials | None = None,
         redfish: bool = True,
-        ipmi: bool = True,
+        ipmi: bool | Iterable[str] = True,
         power_delay: float = DEFAULT_POWER_DELAY,
         shutdown_time: float = DEFAULT_SHUTDOWN_TIME,
         cycle_off_time: float = DEFAULT_CYCLE_OFF_TIME,
@@ -85,6 +85,10 @@ class BmcFarm:
     ) -> None:
         """``nodes``: node names (the farm makes a :class:`NodePower` each, powered on), or
         a mapping of node name to the caller's own :class:`PowerTarget`.
+
+        ``ipmi``: True for an IPMI BMC per node, False for none, or the names of the nodes that
+        get one. pyghmi waits on its sockets with ``select()``, which stops at file descriptor
+        1024: for labs of many hundred nodes give IPMI to a subset.
 
         ``dispatch`` is passed to each :class:`NodePower` (e.g. ``loop.call_soon_threadsafe``).
         """
@@ -107,7 +111,15 @@ class BmcFarm:
         if not self.power:
             raise ValueError("a BMC farm needs at least one node")
         self._want_redfish = redfish
-        self._want_ipmi = ipmi
+        if ipmi is True:
+            self._ipmi_nodes = list(self.power)
+        elif ipmi is False:
+            self._ipmi_nodes = []
+        else:
+            self._ipmi_nodes = list(ipmi)
+            unknown = sorted(set(self._ipmi_nodes) - set(self.power))
+            if unknown:
+                raise ValueError(f"IPMI asked for unknown nodes: {unknown}")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lab-bmc-"))
         self.ca: LabCA | None = None
@@ -133,10 +145,10 @@ class BmcFarm:
                 self.redfish = RedfishServer(
                     self.power, users, ca=self.ca, workdir=self.workdir / "redfish"
                 ).start()
-            if self._want_ipmi:
+            if self._ipmi_nodes:
                 self._pump = IpmiPump().start()
-                for name, target in self.power.items():
-                    self.ipmi[name] = start_bmc(target, users)
+                for name in self._ipmi_nodes:
+                    self.ipmi[name] = start_bmc(self.power[name], users)
         except BaseException:
             self.stop()
             raise
@@ -155,7 +167,7 @@ class BmcFarm:
             "BMC farm: %d node(s), Redfish %s, IPMI %s",
             len(self.power),
             self.redfish.base_url if self.redfish else "off",
-            "on" if self.ipmi else "off",
+            f"for {len(self.ipmi)} node(s)" if self.ipmi else "off",
         )
         return self
 
@@ -163,8 +175,7 @@ class BmcFarm:
         if self.redfish is not None:
             self.redfish.stop()
             self.redfish = None
-        for bmc in self.ipmi.values():
-            bmc.close()
+        close_bmcs(list(self.ipmi.values()))
         self.ipmi.clear()
         if self._pump is not None:
             self._pump.stop()

@@ -176,28 +176,43 @@ class NodeIpmiBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
 
     def close(self) -> None:
         """Unregister from pyghmi's shared tables and close the UDP socket."""
-        if self.closed:
+        close_bmcs([self])
+
+
+def close_bmcs(bmcs: list[NodeIpmiBmc]) -> None:
+    """Close several BMCs at once (one wake-up of pyghmi's I/O thread for all of them)."""
+    sockets = []
+    with _registry_lock:
+        for bmc in bmcs:
+            if bmc.closed:
+                continue
+            bmc.closed = True
+            sockets.append(bmc.serversocket)
+            _unregister(bmc)
+        if not sockets:
             return
-        self.closed = True
-        sock = self.serversocket
-        with _registry_lock:
-            handlers = ipmisession.Session.bmc_handlers
-            handlers.pop(sock, None)
-            for key in list(handlers):
-                ports = handlers.get(key)
-                if not isinstance(ports, dict):
-                    continue
-                for port, session in list(ports.items()):
-                    if getattr(session, "bmc", None) is self:
-                        del ports[port]
-                if not ports:
-                    handlers.pop(key, None)
-            if sock in ipmisession.iosockets:
-                ipmisession.iosockets.remove(sock)
-            _wake_io_thread()
-        # let the I/O thread leave the select() that may still hold the socket
-        time.sleep(0.05)
+        _wake_io_thread()
+    # let the I/O thread leave the select() that may still hold the sockets
+    time.sleep(0.05)
+    for sock in sockets:
         sock.close()
+
+
+def _unregister(bmc: NodeIpmiBmc) -> None:
+    sock = bmc.serversocket
+    handlers = ipmisession.Session.bmc_handlers
+    handlers.pop(sock, None)
+    for key in list(handlers):
+        ports = handlers.get(key)
+        if not isinstance(ports, dict):
+            continue
+        for port, session in list(ports.items()):
+            if getattr(session, "bmc", None) is bmc:
+                del ports[port]
+        if not ports:
+            handlers.pop(key, None)
+    if sock in ipmisession.iosockets:
+        ipmisession.iosockets.remove(sock)
 
 
 def _wake_io_thread() -> None:
