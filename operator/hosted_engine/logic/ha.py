@@ -1,10 +1,14 @@
 """The HostedEngine's HA state machine, in pure code.
 
 ``step(settings, memory, observation, now) -> Decision`` is the whole interface. ``memory`` is the
-part of ``status`` the machine keeps between calls; ``Decision`` carries the next memory, typed
-actions for the adapters, and the per-host score table. Nothing here reads the clock, the API or
-the network; the same inputs always give the same outputs, so a restarted operator resumes from
-status exactly where it stopped.
+part of ``status`` the machine keeps between calls (:func:`memory_to_dict` /
+:func:`memory_from_dict` turn it into JSON and back); ``Decision`` carries the next memory, typed
+actions for the adapters, the per-host score table (``scores``, ``hosts`` rows as in
+``hosted-engine --vm-status``), the engine-status summary (``engine``), the spares verdict and a
+refusal message for a user request. Nothing here reads the clock, the API or the network; the
+same inputs always give the same outputs, so a restarted operator resumes from status exactly
+where it stopped. Call ``step`` on every relevant watch event and on a timer (the health
+interval is a good period): time-based exits (grace periods, backoff, expiry) need a call.
 
 One central operator decides for all hosts (oVirt ran one agent per host, each deciding for
 itself and racing through a sanlock lease). States reuse oVirt's names where they mean the same.
@@ -12,130 +16,179 @@ itself and racing through a sanlock lease). States reuse oVirt's names where the
 Terms used below
 ================
 
-* *active VMI*: the engine VMI exists in phase Pending, Scheduling, Scheduled, Running or Unknown,
-  on a node that has not been fenced (a VMI still bound to a host whose fence is *confirmed* is
-  dead: the host is off and out of service).
-* *lost host*: its heartbeat (Node Lease) is older than ``host_silence``, its BMC reports power
-  off, or a fence of it is in progress / confirmed.
-* *health bad*: the last ``failures_before_bad`` probes since the VMI started all failed (bad or
-  timeout). *health good*: the newest such probe is ok. No probe yet: unknown, never a reason to
-  act. A single failed probe can therefore never stop the engine.
-* *a failure*: a start that fails (VMI Failed, or not healthy within ``startup_grace``), an engine
-  that dies on its own, or a stop because health stayed bad for ``restart_grace``. Each failure
-  adds 1 to ``attempts``, records ``(host, time)`` (the host then loses 50 points per recent
-  failure, all its points after 3) and sets ``backoff_until = now + backoff.delay(attempts)``.
-  ``attempts`` goes back to 0 once the engine has been healthy for ``stable_period``.
+* *active VMI*: the engine VMI in phase Pending, Scheduling, Scheduled, Running or Unknown, on a
+  node not known dead. A node is *dead* when its fence is *confirmed* (powered off and out of
+  service), or, only with ``fencing_required`` false, when the machine gave it up (``abandoned``)
+  and it is still lost.
+* *lost host*: its heartbeat (Node Lease renewal) is older than ``host_silence``, its BMC
+  reports power off, or a fence of it is in progress / confirmed.
+* *suspect host*: the node of the newest VMI when an engine may still run there whatever the VMI
+  says: the node is lost, or the VMI *ended* while the node was not Ready (the end was then
+  decided elsewhere, e.g. a force-deleted pod, not reported by the node). A node that is back and
+  Ready is trusted: its kubelet and virt-handler have removed what the API no longer has.
+* *health* (from the probes since the VMI started): GOOD when the newest probe is ok; BAD when
+  the newest ``failures_before_bad`` all failed (bad or timeout); FAILING when fewer failed in a
+  row; UNKNOWN without probes. Only BAD ever leads to a stop, UNKNOWN never acts: one failed
+  probe can never stop the engine, nor can a prober that is down.
+* *a failure*: a start that fails (the new VMI ends, or it is not healthy within
+  ``startup_grace``), an engine VMI that ends by itself on a trusted node, or a stop because
+  health stayed BAD for ``restart_grace``. Each failure adds 1 to ``attempts``, records
+  ``(host, time)`` (that host then loses 50 points per failure within ``failed_start_window``,
+  all its points after 3) and sets ``backoff_until = now + backoff.delay(attempts)``
+  (exponential, capped). ``attempts >= max_start_attempts`` -> Degraded. ``attempts`` goes back
+  to 0 once the engine has been healthy for ``stable_period``. A lost or fenced host, a move and a
+  user request are never failures.
 
-Guards (checked first, in this order, in every state except where noted)
-=========================================================================
+Guards (checked first, in this order)
+=====================================
 
-1. Global maintenance in effect (``mode == global`` and ``until`` not passed) -> GlobalMaintenance.
-2. An active VMI on a lost host -> HostLost (not from HostLost/Fencing/GlobalMaintenance).
+1. Global maintenance in effect (``mode == global`` and ``now < until``) -> GlobalMaintenance,
+   from every other state.
+2. The active VMI's node (the engine's host) was fenced by someone else (e.g. the Host's own
+   NonResponsive handling) -> EngineDown, counted as a failover, not a failure. (States that
+   expect an engine: EngineStart ... LocalMaintenance.)
+3. A suspect host holding the active VMI, or the host the engine last ran on -> HostLost (not
+   from HostLost, Fencing, GlobalMaintenance, Degraded).
+
+A step evaluates the new state at once after a transition (up to 8 times), except after an
+action on the world (Start/Stop/PowerOff/Migrate/RequestFence): its effect can only be seen in a
+later observation.
 
 States and transitions
 ======================
 
 EngineDown: no engine runs.
-    active VMI (someone started it, e.g. KubeVirt's own runStrategy) -> adopt it: EngineStarting
-    if Running, else EngineStart (no action). VM object missing -> stay ("waiting for the VM").
-    ``now < backoff_until`` -> stay (says when). No host with score > 0 -> stay (lists why, and
-    Degraded=True NoHostAvailable). Else StartEngine(best host) -> EngineStart.
+    Active VMI (started by KubeVirt's own runStrategy, by hand, or found after a restart) ->
+    adopt it, no action: EngineStarting if Running, else EngineStart. VM object missing -> stay.
+    Suspect host -> HostLost. ``now < backoff_until`` -> stay (says until when). No host scores
+    > 0 -> stay, the reason lists every host's score, Degraded=True NoHostAvailable. Else
+    StartEngine(best host; ties: the last host, then by name) -> EngineStart.
 EngineStart: start asked on ``host``; the VMI is not Running yet.
-    VMI Running -> EngineStarting. VMI of this start Failed/Succeeded -> failure -> EngineDown
-    (backoff) or Degraded. ``startup_grace`` since the start without Running -> failure,
-    StopEngine(graceful) -> EngineStop. The host entering local maintenance -> LocalMaintenance.
-EngineStarting: VMI Running, waiting for a good probe.
+    VMI Running -> EngineStarting. Its host in local maintenance -> LocalMaintenance. The VMI of
+    this start (created at or after the request) Failed/Succeeded -> failure -> EngineDown.
+    No node yet and the target now scores 0 -> StopEngine (cancel, no failure) -> EngineStop.
+    ``startup_grace`` since the request -> failure, StopEngine(graceful) -> EngineStop.
+EngineStarting: VMI Running, waiting for health GOOD.
     VMI no longer active -> failure -> EngineUnexpectedlyDown. Local maintenance of its host ->
-    LocalMaintenance. Health good -> EngineUp. ``startup_grace`` since the start -> failure,
-    StopEngine(graceful) -> EngineStop.
+    LocalMaintenance. Health GOOD -> EngineUp. ``startup_grace`` since the request -> failure,
+    StopEngine(graceful) -> EngineStop; but with health UNKNOWN: Warning HealthUnknown and wait.
 EngineUp: running and healthy.
     VMI no longer active -> failure -> EngineUnexpectedlyDown. VMI on another node (migrated by
-    someone else) -> follow it. Local maintenance of its host -> LocalMaintenance. Health bad ->
-    EngineUpBadHealth. Another host leads by >= ``move_hysteresis`` (800) -> move (see below).
-    Healthy for ``stable_period`` -> attempts reset to 0.
-EngineUpBadHealth: running, health bad since ``since``.
-    Same exits as EngineUp; health good -> EngineUp; bad for ``restart_grace`` -> failure,
-    StopEngine(graceful) -> EngineStop (the failure costs this host 50 points, so an equal host
-    takes the restart: oVirt restarted on the same host for ever).
+    someone else) -> follow it (Event EngineMoved). Local maintenance of its host ->
+    LocalMaintenance. Health BAD -> EngineUpBadHealth. Another host leads by
+    ``move_hysteresis`` (800) or more -> move (below). Healthy for ``stable_period`` -> attempts
+    reset. Releases (ClearFenceRequest) the fence request of the host it failed over from.
+EngineUpBadHealth: running, health BAD since ``since``.
+    Same exits as EngineUp; health GOOD -> EngineUp; BAD for ``restart_grace`` -> failure,
+    StopEngine(graceful) -> EngineStop. The failure costs the host 50 points, so an equal host
+    takes the restart (oVirt restarted it on the same host for ever).
+Moving (from EngineUp, EngineUpBadHealth, LocalMaintenance): VMI live-migratable and no
+    migration of it failed within ``backoff.cap`` -> MigrateEngine(target) -> EngineMigrating;
+    else a cold move: StopEngine(graceful) -> EngineStop, and EngineDown starts it on the best
+    host.
 EngineMigrating: MigrateEngine(target) issued.
-    VMI on target, no migration running -> EngineUp. Migration failed or ``migration_timeout`` ->
-    Warning MigrationFailed, EngineUp (the next move of this engine within ``backoff.cap`` is a
-    cold move). VMI no longer active -> EngineUnexpectedlyDown.
-Moving (from EngineUp/EngineUpBadHealth/LocalMaintenance): if the VMI is live-migratable and no
-    migration failed recently -> MigrateEngine(target) -> EngineMigrating, else a cold move:
-    StopEngine(graceful) -> EngineStop, and EngineDown then starts it on the best host.
+    VMI on target and no migration running -> EngineUp. Migration failed or
+    ``migration_timeout`` -> Warning MigrationFailed -> EngineUp (which may then cold-move).
+    VMI no longer active -> failure -> EngineUnexpectedlyDown.
 EngineStop: StopEngine(graceful) issued.
     VMI no longer active -> EngineDown. Paused VMI, or ``stop_timeout`` -> PowerOffEngine ->
     EngineForceStop.
 EngineForceStop: PowerOffEngine issued.
-    VMI no longer active -> EngineDown. Repeats PowerOffEngine every ``stop_timeout``.
-EngineUnexpectedlyDown: the engine died on its own (crash, guest shutdown, VMI deleted).
-    Active VMI again -> adopt. ``attempts >= max_start_attempts`` -> Degraded. After
-    ``backoff_until`` -> EngineDown (which starts it at once on the best host).
-HostLost: the VMI is bound to a lost host H.
-    H back (fresh heartbeat, no fence running) -> adopt the VMI. Fence of H already confirmed ->
-    EngineDown. H has no power management -> with ``fencing_required``: stay, Warning
-    FenceUnavailable, Degraded=True, *never* start elsewhere; without it: Warning UnfencedFailover
-    and EngineDown. Else RequestFence(H) -> Fencing.
-Fencing: waiting for the Host to confirm H is off and out of service.
-    Confirmed -> EngineDown (starts on the best remaining host at once: a lost host is not a
-    failure of the engine, so no backoff). Failed -> Warning FenceFailed, Degraded=True, asks again
-    every ``fence_retry``; without ``fencing_required`` -> UnfencedFailover and EngineDown. H back
-    while the fence is only *requested* -> ClearFenceRequest, adopt. Requested/in progress longer
-    than ``fence_timeout`` -> Warning FenceTimeout (once), keeps waiting. The fence request is
-    cleared (ClearFenceRequest) once the engine is EngineUp elsewhere.
+    VMI no longer active -> EngineDown. Repeats PowerOffEngine every ``stop_timeout`` (Warning
+    PowerOffNotEffective once).
+EngineUnexpectedlyDown: the engine ended by itself (crash, guest shutdown, VMI deleted).
+    Active VMI again -> adopt. After ``backoff_until`` -> EngineDown, which starts it at once on
+    the best host (the same one if it is alone: oVirt waited 560 s).
+HostLost: the engine's host H is lost or suspect (``lost_host``).
+    H back (heard from, and Ready or still holding the active VMI) -> adopt. Fence of H
+    confirmed -> EngineDown. H has no power management: with ``fencing_required`` stay, Warning
+    FenceUnavailable, Degraded=True, and *never* start elsewhere; without it -> unfenced
+    failover. Else RequestFence(H, reason) -> Fencing.
+Fencing: waiting for the Host to confirm H is powered off and out of service.
+    Confirmed -> Event FenceConfirmed -> EngineDown (starts on the best remaining host in the same
+    step: no backoff, a lost host is not an engine failure). Failed -> Warning FenceFailed (once
+    per failure), Degraded=True, RequestFence again every ``fence_retry``. Requested / in
+    progress for ``fence_timeout`` -> Warning FenceTimeout once, keep waiting. H back while the
+    fence has not started -> ClearFenceRequest, adopt. Without ``fencing_required``, a failed
+    or timed-out fence -> unfenced failover.
+Unfenced failover (only with ``fencing_required`` false): Warning UnfencedFailover, H is
+    ``abandoned`` (its VMI counts as dead while H stays lost) -> EngineDown -> StartEngine
+    elsewhere. The adapter must then replace the VMI still bound to H; two engines are possible
+    if H was only partitioned: that is the risk the user chose.
 LocalMaintenance: the host running the engine is in local maintenance: move the engine first.
-    Local maintenance cleared -> adopt. Another host has score > 0 -> move (see Moving). None ->
-    stay, engine keeps running, Warning LocalMaintenanceBlocked with the scores; the Host handler
-    asks :func:`local_maintenance_verdict` before entering maintenance and refuses with its reason.
-GlobalMaintenance: no automatic action on the engine VM (no start, stop, restart or move).
-    Reminder Event every ``maintenance_reminder``. Leaves by itself when the mode is back to none
-    or ``until`` has passed (Event GlobalMaintenanceExpired): attempts reset to 0 (manual work was
-    done), then adopt the VMI or EngineDown. User requests act only here (see below).
-Degraded: gave up after ``max_start_attempts`` consecutive failures; Notify and Warning once.
-    No automatic action. Leaves on a manual reset (``request.reset_seq`` increased) -> EngineDown
-    with attempts 0, on global maintenance, or when an engine VMI is seen running (adopt).
+    Local maintenance cleared -> adopt. Another host scores > 0 -> move. None -> stay, the
+    engine keeps running, Warning LocalMaintenanceBlocked once, Degraded=True. The Host handler
+    asks :func:`local_maintenance_verdict` before entering maintenance and refuses with its
+    reason.
+GlobalMaintenance: no automatic action on the engine VM (no start, stop, restart, move or
+    fence request). Warning GlobalMaintenanceReminder every ``maintenance_reminder``. Leaves by
+    itself when the mode is back to none or ``until`` has passed (Event
+    GlobalMaintenanceExpired), resets attempts (manual work was done), then adopts the VMI or
+    goes EngineDown.
+Degraded: gave up after ``max_start_attempts`` consecutive failures (Notify + Warning on entry).
+    No automatic action. Leaves on a manual reset (``request.reset_seq`` greater than the last
+    one seen) -> EngineDown with attempts 0, on global maintenance, or when a healthy engine VMI
+    is seen (started by hand) -> adopt.
 
-User requests (``spec.running``, a power-off request, the CLI)
-===============================================================
+User requests (``spec.running``, ``spec.stopMode``, the CLI)
+============================================================
 
 In global maintenance: ``running`` false with an active VMI -> StopEngine(graceful) once;
-power-off request with an active VMI -> PowerOffEngine once; ``running`` turning true with no
-active VMI -> StartEngine(best host). Outside global maintenance a stop or power-off is refused
-(Warning StopRefused once per request, ``Decision.refusal`` says why) and the engine is kept up,
-as oVirt's ``hosted-engine --vm-shutdown`` does.
+``power_off`` with an active VMI -> PowerOffEngine once; ``running`` turning true with no active
+VMI and no suspect host -> StartEngine(best host). Outside global maintenance a stop or
+power-off is refused (Warning StopRefused once per request, ``Decision.refusal`` says why) and
+the engine is kept up, as oVirt's ``hosted-engine --vm-shutdown`` does.
 
-Actions and conditions
-======================
+Actions (what the adapters do)
+==============================
 
-Every state change emits Notify(old, new, host, reason) and an Event (reason = new state name,
-Warning for the bad states). SetPlacement(scores) is emitted when the score table changes.
-SetCondition is emitted when a condition's status, reason or message changes: Available (engine
-running and healthy), Degraded, GlobalMaintenance, SparesSatisfied (fewer than ``spares`` other
-hosts with room -> False, with the numbers), Progressing.
+StartEngine(host): make the engine VM run on that node (placement + run). StopEngine(graceful):
+ACPI shutdown (graceful=True) or a stop request. PowerOffEngine: hard stop now.
+MigrateEngine(target): a VirtualMachineInstanceMigration to that node. RequestFence(host,
+reason): ask the Host to fence (BMC off, confirm Off, out-of-service taint); repeated only as a
+retry. ClearFenceRequest(host): the HostedEngine no longer needs that fence. SetPlacement:
+scores to turn into node preferences (sent only when a host's eligibility or 200-point band
+changes). Notify(old, new, host, reason): one mail per transition, filtered by the user's
+pattern. EmitEvent(type, reason, message). SetCondition(type, status, reason, message), sent when
+it changes: Available (engine Running and health GOOD), Degraded, GlobalMaintenance,
+SparesSatisfied (False with the numbers when fewer than ``spares`` other hosts score > 0 and have
+the engine's memory free), Progressing. Every transition emits Notify and an Event whose reason
+is the new state (Warning for EngineUpBadHealth, EngineForceStop, EngineUnexpectedlyDown,
+HostLost, Fencing, Degraded).
+
+``Memory.failover`` times a failover (lost, detected, fenced, started, healthy); when it
+completes it moves to ``last_failover`` and ``failovers`` counts it (for status and the bench).
 
 Deliberate differences from oVirt (shared/reference/ovirt-he-ha.md)
 ====================================================================
 
-* Failover after host loss: fence through the Host, then start at once (no 60 s + 140 s sanlock
-  wait). Without a confirmed fence the engine is never started elsewhere (oVirt relied on the
-  sanlock lease; KubeVirt keeps the VMI bound to a dead node, and replacing it unfenced could give
-  two engines on shared storage).
-* Backoff is real and bounded: exponential and capped, then Degraded plus a notification. oVirt's
-  counter reset every loop and it retried for ever (§2.4).
-* A health-caused stop counts as a failure for that host, so the engine restarts elsewhere when an
-  equal host exists (oVirt could bounce it on the same host).
-* Grace timers are settings (defaults 60 s restart grace instead of 300 s + 300 s).
-* No ReinitializeFSM / UnknownLocalVmState / EngineMaybeAway: one central observer sees the VMI
-  and its node directly, so a migration is not mistaken for a crash and nothing needs guessing.
+* Failover after host loss: fence through the Host, then start at once; no 60 s liveness window
+  plus 140 s sanlock wait (§3.3). Without a confirmed fence the engine is never started
+  elsewhere: KubeVirt keeps the VMI bound to a dead node (k8s-anchors §1.10) and replacing it
+  unfenced could give two engines on the same disk; oVirt relied on the sanlock lease instead.
+  A VMI that "ended" on a node that did not report it is not trusted either.
+* Backoff is real and bounded: exponential, capped, then Degraded with a notification; oVirt's
+  counter was reset every loop (mixed time bases) and it retried every 10-22 s for ever (§2.4).
+* A health-caused stop counts against that host, so the restart goes elsewhere when an equal
+  host exists; oVirt put no penalty on it (§3.2, §7.2).
+* Grace timers are settings; defaults 60 s restart grace instead of 300 s + 300 s.
+* No ReinitializeFSM, UnknownLocalVmState, EngineMaybeAway, StartState or AgentStopped: one
+  central observer sees the VMI and its node directly, so a migration is not mistaken for a crash
+  and nothing has to be guessed; a restarted operator re-derives the state by adopting what runs.
+* Ties are broken deterministically (the last host, then by name) instead of letting every tied
+  host start and the lease pick a winner (BZ 1093638).
 * Local maintenance of the engine's host moves the engine (live migration when possible); oVirt's
-  agent ignored it and left the move to the engine, and jumped to LocalMaintenance from
-  EngineStart/Starting/Stop leaving a VM unmanaged (§4.2). Here it is refused when no host can
-  take the engine.
-* Global maintenance expires at ``until`` and reminds at an interval (oVirt: no expiry, §7.5).
-* A crashed engine is restarted after the backoff delay (10 s by default) on the best host, the
-  same one if it is alone; oVirt waited 560 s on a single host.
-* Missing health probes (the prober is down) are "unknown" and never stop the engine.
+  agent ignored it while the VM ran locally, and jumped to LocalMaintenance from
+  EngineStart/Starting/Stop leaving a VM unmanaged (§4.2). It is refused, with the scores, when
+  no other host can take the engine; oVirt's CLI just refused when the VM was local.
+* Global maintenance expires at ``until`` and reminds at an interval; oVirt's had no expiry and
+  was easy to forget (§7.5).
+* A crashed engine restarts after the backoff delay (5 s by default) on the best host, the same
+  one if it is alone; oVirt waited 560 s on a single host.
+* Missing probes never stop the engine, also at the end of the start-up grace (oVirt stopped a
+  slow-booting engine mid-boot, §7.3).
+* The network penalty can be a fraction (several probes), not one gateway ping worth 1600 points
+  (§7.3).
 """
 
 from __future__ import annotations

@@ -611,3 +611,90 @@ def test_memory_survives_a_status_round_trip_and_an_operator_restart(evs: list[S
     restored = memory_from_dict(json.loads(json.dumps(memory_to_dict(memory))))
     obs = world.observe()
     assert step(FAST, restored, obs, world.now) == step(FAST, memory, obs, world.now)
+
+
+# ---- Arbitrary snapshots: no crash, and the start rule holds from any memory -------------
+
+times = st.integers(-600, 600).map(lambda s: T0 + timedelta(seconds=s))
+opt_times = st.none() | times
+host_obs = st.builds(
+    HostObservation,
+    name=host_names,
+    ready=st.booleans(),
+    last_heartbeat=opt_times,
+    local_maintenance=st.booleans(),
+    network=st.floats(-1, 2, allow_nan=False),
+    cpu_load=st.floats(0, 1.5, allow_nan=False),
+    free_memory=st.integers(0, 32 * GIB),
+    bmc_power=st.sampled_from(PowerState),
+    can_fence=st.booleans(),
+    fence=st.sampled_from(FenceStatus),
+    fence_since=opt_times,
+    failed_starts=st.lists(times, max_size=5).map(tuple),
+)
+snapshots = st.builds(
+    Observation,
+    vm=st.builds(
+        EngineVm,
+        exists=st.booleans(),
+        phase=st.none() | st.sampled_from(VmiPhase),
+        node=st.none() | host_names | st.just("elsewhere"),
+        since=opt_times,
+        paused=st.booleans(),
+        live_migratable=st.booleans(),
+        migrating=st.booleans(),
+        migration_failed=st.booleans(),
+    ),
+    probes=st.lists(st.builds(Probe, times, st.sampled_from(ProbeResult)), max_size=8).map(tuple),
+    hosts=st.lists(host_obs, max_size=4, unique_by=lambda h: h.name).map(tuple),
+    engine_memory=st.integers(0, 16 * GIB),
+    maintenance=st.sampled_from(MaintenanceMode),
+    maintenance_until=opt_times,
+    request=st.builds(UserRequest, st.booleans(), st.booleans(), st.integers(0, 3)),
+)
+memories = st.builds(
+    Memory,
+    state=st.sampled_from(State),
+    since=opt_times,
+    host=st.none() | host_names,
+    attempts=st.integers(0, 10),
+    backoff_until=opt_times,
+    start_requested_at=opt_times,
+    healthy_since=opt_times,
+    last_action_at=opt_times,
+    lost_host=st.none() | host_names,
+    migration_target=st.none() | host_names,
+    seen_running=st.booleans(),
+    reset_seq=st.integers(0, 3),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(memories, snapshots, times)
+def test_any_snapshot_from_any_memory(memory: Memory, obs: Observation, now: datetime) -> None:
+    """Whatever status and observation it is handed, ``step`` never raises, returns a known
+    state, and never starts an engine while a VMI is active on a node that is not fenced, nor
+    while the last VMI's node is lost or not Ready (without a confirmed fence)."""
+    decision = step(FAST, memory, obs, now)
+    assert decision.state in State
+    assert memory_from_dict(json.loads(json.dumps(memory_to_dict(decision.memory)))) == (
+        decision.memory
+    )
+    if not any(isinstance(a, StartEngine) for a in decision.actions):
+        return
+    hosts = {h.name: h for h in obs.hosts}
+    node = obs.vm.node
+    if node is None or obs.vm.phase is None:
+        return
+    confirmed = node in hosts and hosts[node].fence is FenceStatus.CONFIRMED
+    if confirmed:
+        return
+    assert obs.vm.phase not in ACTIVE_PHASES, "start beside an active VMI"
+    if node in hosts:
+        h = hosts[node]
+        lost = h.bmc_power is PowerState.OFF or h.fence in (
+            FenceStatus.IN_PROGRESS,
+            FenceStatus.CONFIRMED,
+        )
+        lost = lost or h.last_heartbeat is None or now - h.last_heartbeat > FAST.host_silence
+        assert not lost and h.ready, "start while the last engine host is lost or not Ready"
