@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,7 +26,21 @@ async def make_kvlab() -> AsyncIterator[LabFactory]:
         yield make
     finally:
         for kv in started:
-            await kv.lab.stop()
+            await _stop(kv)
+
+
+async def _stop(kv: KubeVirtLab) -> None:
+    """Stop the lab. Workaround: on Python 3.11 ``asyncio.wait_for`` (used by the API server's
+    watch streams) can swallow a cancellation that races with a queued event, and an informer
+    then never stops; cancelling until the task is done avoids a hung teardown."""
+    for informer in list(kv.lab._informers.values()):
+        task = informer._task
+        for _ in range(1000):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.sleep(0.001)
+    await kv.lab.stop()
 
 
 @pytest.fixture
