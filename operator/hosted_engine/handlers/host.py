@@ -1,27 +1,907 @@
-"""Host handlers: maintenance, deploy/undeploy, power management and fencing of one node.
+"""Host handlers: maintenance with a live-migration drain, hosted-engine deploy/undeploy, power
+management and fencing of one Kubernetes Node (issue 7).
 
-A placeholder until the real reconciler lands: it validates the object and reports, in the
-``Ready`` condition, what is not implemented yet (see hosted_engine.handlers.placeholder).
+How it runs
+    kopf event handlers keep a cache (:class:`~hosted_engine.handlers.host_mapping.World`) of
+    the Hosts, Nodes, Pods' requests, VMs, VMIs, VirtualMachineInstanceMigrations, the KubeVirt
+    CR and node Leases, and wake the Hosts concerned. One daemon per Host runs the reconcile
+    (:meth:`HostReconciler.reconcile`, synchronous, in a thread) on every wake-up, and
+    otherwise sleeps until the next time-based decision (drain timeout, silence and fence
+    thresholds, a migration retry) or a long safety resync: watches, not polling. The
+    decisions are :func:`hosted_engine.logic.host_lifecycle.step`'s; this module carries out
+    its actions (cordon, migrations, shutdowns, fencing, taints, Events, conditions) and keeps
+    everything a restarted operator needs in ``status`` (patched, never replaced).
+
+Maintenance (``spec.maintenance.mode: local``)
+    Capacity check, cordon, live migrations under the KubeVirt CR's limits (engine first),
+    refusals as condition ``MaintenanceRefused`` + Warning Event, non-migratable VMs blocked
+    (``status.drain.blocked``) or shut down (policy ``shutdown``), timeout as
+    ``Draining=False/TimedOut`` + Warning Event; ``none`` cancels (our pending migrations are
+    deleted, the Node uncordoned) or activates.
+
+Hosted engine (``spec.hostedEngine``)
+    ``deploy`` labels the Node ``hostedengine.io/engine-host=true`` (docs/decisions/0003) and
+    gives the Host an oVirt-style ``status.hostedEngine.hostID``; ``undeploy`` removes the
+    label, after live-migrating the engine VM away first when it runs here (refused with
+    ``UndeployBlocked=True/EngineHasNoHost`` while no other engine host can take it).
+
+Power actions (annotations, see :mod:`hosted_engine.models.host`)
+    ``hostedengine.io/power-action: status|on|off|soft|reset|cycle`` (+ optional
+    ``hostedengine.io/power-action-id``) runs the action once per (action, id) through Redfish
+    (sushy) or IPMI (pyghmi) within ``spec.powerManagement.actionTimeout`` (60 s default); the
+    result and times are in ``status.powerManagement.lastAction``, the BMC's answer in
+    ``status.powerManagement.powerState`` / ``checkedAt``, and condition
+    ``PowerManagementReady``. Credentials are read from the Secret for every action.
+
+Fencing: the request interface
+    Whoever needs this host fenced (the HostedEngine) annotates the Host with
+    ``hostedengine.io/fence-request: <requester>/<request id>`` (e.g.
+    ``engine/hostedengine-1-7``). The request stays active until it is handled:
+    ``status.fencing.requestId`` = that id with ``phase`` ``Confirmed`` (powered off, confirmed
+    Off, ``node.kubernetes.io/out-of-service`` taint on), or ``Failed`` (attempts exhausted).
+    While the Node is Ready the request waits with ``phase: Refused`` and condition
+    ``FencingBlocked=True/NodeReady`` (a host Kubernetes sees alive is never fenced); other
+    blocks are ``NoPowerManagement``, ``FencingDisabled`` and ``ClusterPartitioned`` (storm
+    guard). A new id is a new request; removing the annotation withdraws it. The Host fences on
+    its own a NonResponsive host that runs VMs with runStrategy Always/RerunOnFailure. Only the
+    Host's reconcile fences, one fence at a time per host, every step an Event. When the Node
+    is Ready again the taint is removed and the Host returns to Up (or Maintenance);
+    ``phase`` becomes ``Released``.
+
+Removal
+    The finalizer holds the deletion of a Host that is not in Maintenance (condition
+    ``DeletionBlocked=True/NotInMaintenance`` + Warning Event; maintenance can still be entered
+    while held). From Maintenance, or when its Node does not exist, the Host releases the
+    Node: the engine-host label and the out-of-service taint are removed and it is uncordoned.
+
+Clock skew
+    Each Lease renewal in ``kube-node-lease`` is compared with the operator's clock when the
+    watch event arrives (the operator's clock stands for the API server's: both are
+    NTP-synchronised in production; the estimate includes the event's delivery latency);
+    ``status.clockSkew`` and condition ``ClockSkewed`` (True above 2 s).
+
+Operator-wide thresholds come from the environment (see
+:class:`~hosted_engine.handlers.host_mapping.HostSettings`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Final
 
 import kopf
+from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
-from hosted_engine.handlers import placeholder
-from hosted_engine.models import Host
-
-NOT_IMPLEMENTED: Final = (
-    "Host operations are not implemented yet: maintenance with live-migration drain, "
-    "hosted-engine deploy/undeploy, power management and fencing."
+from hosted_engine.adapters.host_power import CredentialsProblem, run_power_action
+from hosted_engine.adapters.kube import Kube, KubeError, NotFound
+from hosted_engine.adapters.kubevirt import (
+    ENGINE_HOST_LABEL,
+    MIGRATION_HOST_LABEL,
+    NODE_LEASE_NAMESPACE,
+    OUT_OF_SERVICE_TAINT,
+    HostKube,
+    lease_renew_time,
+    meta,
+    migration_finished,
+    node_ready,
+    pod_requests,
+    resource_version,
+    spec_of,
+    status_of,
+)
+from hosted_engine.adapters.power import PowerError, PowerResult
+from hosted_engine.clock import get_clock
+from hosted_engine.handlers import host_mapping as hm
+from hosted_engine.handlers.startup import kube_client
+from hosted_engine.logic import drain as dr
+from hosted_engine.logic import host_lifecycle as lc
+from hosted_engine.models import Host, describe_validation_error
+from hosted_engine.models.conditions import (
+    Condition,
+    ConditionStatus,
+    Reason,
+    get_condition,
+    set_condition,
+)
+from hosted_engine.models.host import (
+    CLOCK_SKEW_LIMIT_SECONDS,
+    ClockSkewStatus,
+    HostedEngineDeployment,
+    HostedEngineHostStatus,
+    HostState,
+    HostStatus,
+    PowerAction,
+    PowerActionResult,
+    PowerActionStatus,
+    PowerManagementStatus,
+    PowerState,
 )
 
+log = logging.getLogger(__name__)
 
-@kopf.on.resume(API_GROUP, API_VERSION, "hosts", id="host-placeholder")
-@kopf.on.create(API_GROUP, API_VERSION, "hosts", id="host-placeholder")
-@kopf.on.update(API_GROUP, API_VERSION, "hosts", id="host-placeholder")
-def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    placeholder.apply(Host, NOT_IMPLEMENTED, body, patch)
+PLURAL: Final = "hosts"
+RECONCILER_KEY: Final = "host-reconciler"
+TRIGGERS_KEY: Final = "host-triggers"
+#: Wait after an unexpected failure of a reconcile (seconds).
+ERROR_BACKOFF: Final = 2.0
+#: Smallest wait between two time-based checks (seconds).
+MIN_WAIT: Final = 0.05
+#: A skew estimate is rewritten only when it moved this much (seconds).
+SKEW_RESOLUTION: Final = 0.5
+#: How a status write of a clock-skew value is rounded.
+SKEW_DIGITS: Final = 2
+OUT_OF_SERVICE_VALUE: Final = "nodeshutdown"
+
+
+# --------------------------------------------------------------------------------------------
+# Wake-ups
+
+
+class Triggers:
+    """Wake-up flags of the per-Host loops (used only from kopf's event loop)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, name: str) -> asyncio.Event:
+        return self._events.setdefault(name, asyncio.Event())
+
+    def fire(self, name: str | None) -> None:
+        if name:
+            self.event(name).set()
+
+    def fire_all(self) -> None:
+        for event in self._events.values():
+            event.set()
+
+    def forget(self, name: str) -> None:
+        self._events.pop(name, None)
+
+    async def wait(self, name: str, timeout: float) -> bool:
+        event = self.event(name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
+        fired = event.is_set()
+        event.clear()
+        return fired
+
+
+# --------------------------------------------------------------------------------------------
+# The reconciler
+
+
+@dataclass
+class Outcome:
+    """What one reconcile found: the next time-based check, and the state reached."""
+
+    wait: float
+    state: HostState | None = None
+    node_exists: bool = True
+
+
+@dataclass
+class _Pending:
+    """Things decided during one reconcile, carried out after the status patch."""
+
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def skew_seconds(renew: datetime, received: datetime) -> float:
+    """Node clock minus the reference clock, from a Lease renewTime seen at ``received``."""
+    return (renew - received).total_seconds()
+
+
+class HostReconciler:
+    """Reconciles Hosts from the watched world; thread-safe (one lock per Host)."""
+
+    def __init__(self, kube: Kube, settings: hm.HostSettings | None = None) -> None:
+        self.kube = kube
+        self.api = HostKube(kube)
+        self.settings = settings or hm.HostSettings.from_env()
+        self.world = hm.World()
+        self._world_lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        #: node -> (skew seconds, measured at)
+        self.skew: dict[str, tuple[float, datetime]] = {}
+        #: host -> fingerprint of the powerManagement spec last checked with the BMC
+        self._pm_checked: dict[str, str] = {}
+        self._actions_running: set[str] = set()
+
+    # -- the cache (called from kopf's event loop) -------------------------------------------
+
+    def _table(self, kind: str) -> dict[Any, Any]:
+        table: dict[Any, Any] = getattr(self.world, kind)
+        return table
+
+    def put(self, kind: str, key: Any, obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """Store (or with None, drop) an object; older resourceVersions never replace newer.
+        Returns the previous object."""
+        with self._world_lock:
+            table = self._table(kind)
+            previous = table.get(key)
+            if obj is None:
+                table.pop(key, None)
+                return previous
+            old_rv, new_rv = resource_version(previous), resource_version(obj)
+            if old_rv is not None and new_rv is not None and new_rv < old_rv:
+                return previous
+            table[key] = obj
+            return previous
+
+    def put_pod(self, key: tuple[str, str], pod: Mapping[str, Any] | None) -> None:
+        with self._world_lock:
+            if pod is None:
+                self.world.pod_requests.pop(key, None)
+                return
+            mem, cpu = pod_requests(pod)
+            node = str(spec_of(pod).get("nodeName") or "")
+            phase = str(status_of(pod).get("phase") or "")
+            self.world.pod_requests[key] = (node, mem, cpu, phase)
+
+    def set_kubevirt(self, obj: Mapping[str, Any] | None) -> None:
+        with self._world_lock:
+            self.world.kubevirt = obj
+
+    def snapshot(self) -> hm.World:
+        with self._world_lock:
+            w = self.world
+            return hm.World(
+                hosts=dict(w.hosts), nodes=dict(w.nodes), vms=dict(w.vms), vmis=dict(w.vmis),
+                vmims=dict(w.vmims), pod_requests=dict(w.pod_requests), kubevirt=w.kubevirt,
+            )
+
+    def host_for_node(self, node: str) -> str | None:
+        with self._world_lock:
+            for name, host in self.world.hosts.items():
+                if hm.host_node(host) == node:
+                    return name
+        return None
+
+    def host_names(self) -> list[str]:
+        with self._world_lock:
+            return list(self.world.hosts)
+
+    def observe_lease(self, lease: Mapping[str, Any], received: datetime) -> str | None:
+        """Record a node's clock skew; the Host to wake when its reported state must change."""
+        renew = lease_renew_time(lease)
+        node = str(meta(lease).get("name") or "")
+        if renew is None or not node:
+            return None
+        skew = skew_seconds(renew, received)
+        self.skew[node] = (skew, received)
+        host = self.host_for_node(node)
+        if host is None:
+            return None
+        with self._world_lock:
+            body = self.world.hosts.get(host)
+        written = (status_of(body).get("clockSkew") or {}).get("seconds")
+        if written is None or _skew_changed(float(written), skew):
+            return host
+        return None
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    # -- one reconcile ----------------------------------------------------------------------
+
+    def reconcile(self, name: str) -> Outcome:
+        with self._lock_for(name):
+            return self._reconcile(name)
+
+    def _parse(self, body: Mapping[str, Any]) -> Host:
+        try:
+            return Host.model_validate(dict(body))
+        except ValidationError:
+            # a status we cannot read (an older operator, a hand edit): start from a fresh one
+            return Host.model_validate({**dict(body), "status": {}})
+
+    def _reconcile(self, name: str) -> Outcome:
+        world = self.snapshot()
+        body = world.hosts.get(name)
+        if body is None:
+            return Outcome(wait=self.settings.resync_s)
+        try:
+            host = self._parse(body)
+        except ValidationError as exc:
+            self._invalid(body, describe_validation_error(exc))
+            return Outcome(wait=self.settings.resync_s)
+        now = get_clock().now()
+        pending = _Pending()
+        generation = host.metadata.generation
+        status = host.status.model_copy(deep=True)
+        conditions: list[Condition] = list(status.conditions)
+
+        def cond(type_: str, value: str | bool, reason: str, message: str = "") -> None:
+            nonlocal conditions
+            conditions = set_condition(conditions, type_, value, reason, message[:32768],
+                                       observed_generation=generation, now=get_clock().now())
+
+        # 1. power management: a requested action, and one check per spec change
+        status = self._power(host, body, status, cond, pending)
+
+        # 2. the state machine
+        started = {
+            f"{hm.key_of(m)[0]}/{spec_of(m).get('vmiName')}"
+            for m in world.vmims.values()
+            if hm.ours(m, name) and not migration_finished(m)
+        }
+        current = hm.to_logic(status, started)
+        obs = hm.observe(host, world, now, self.settings,
+                         current.maintenance if current else None)
+        result = lc.step(current, obs)
+        new = result.status
+        actions = list(result.actions)
+        for _ in range(3):
+            fenced = self._carry_out(host, body, world, actions, cond, pending)
+            if fenced is None:
+                break
+            status = status.model_copy(update={"power_management": fenced})
+            obs = replace(obs, now=get_clock().now(), power=replace(
+                obs.power, power_state=fenced.power_state.value, observed_at=fenced.checked_at))
+            result = lc.step(new, obs)
+            new = result.status
+            actions = list(result.actions)
+
+        # 3. the hosted engine's label and host table
+        engine = self._hosted_engine(host, body, world, status, cond)
+
+        # 4. our finished migrations are forgotten once the host is Up again
+        if new.state is lc.HostState.UP and new.maintenance is None:
+            for key, vmim in world.vmims.items():
+                if hm.ours(vmim, name) and migration_finished(vmim) \
+                        and not meta(vmim).get("deletionTimestamp"):
+                    with contextlib.suppress(KubeError):
+                        self.api.delete_migration(key[0], key[1])
+
+        # 5. clock skew
+        skew = self._clock_skew(host, status, cond)
+
+        # 6. compose and patch the status
+        state = HostState(new.state.value)
+        ready = state in (HostState.UP, HostState.MAINTENANCE)
+        cond("Ready", ready, state.value, _state_message(state, new))
+        node = world.nodes.get(host.spec.node_name)
+        new_status = status.model_copy(update={
+            "state": state,
+            "state_since": new.since,
+            "node": hm.node_status(node, status.node),
+            "hosted_engine": engine,
+            "drain": hm.drain_status(new.maintenance, self.snapshot(), name, status.drain),
+            "fencing": hm.fencing_status(new, host, status.fencing, now),
+            "clock_skew": skew,
+            "conditions": conditions,
+            "observed_generation": generation,
+            "message": _state_message(state, new),
+        })
+        self._write(name, host.status, new_status)
+        for type_, reason, message in pending.events:
+            self.api.host_event(body, type_, reason, message)
+        return Outcome(wait=self._next_wait(new, obs), state=state, node_exists=node is not None)
+
+    def _write(self, name: str, old: HostStatus, new: HostStatus) -> None:
+        patch = hm.merge_patch(old.to_dict(), new.to_dict())
+        if not patch:
+            return
+        try:
+            updated = self.api.patch_host_status(name, patch)
+        except NotFound:
+            return
+        self.put("hosts", name, updated)
+
+    def _invalid(self, body: Mapping[str, Any], message: str) -> None:
+        name = str(meta(body).get("name"))
+        raw = [c for c in (status_of(body).get("conditions") or []) if isinstance(c, Mapping)]
+        current = []
+        for c in raw:
+            with contextlib.suppress(ValidationError):
+                current.append(Condition.model_validate(c))
+        old = get_condition(current, "Ready")
+        if old is not None and old.reason == Reason.INVALID_SPEC and old.message == message:
+            return
+        conditions = set_condition(current, "Ready", ConditionStatus.FALSE, Reason.INVALID_SPEC,
+                                   message, observed_generation=meta(body).get("generation"),
+                                   now=get_clock().now())
+        with contextlib.suppress(KubeError):
+            self.put("hosts", name, self.api.patch_host_status(
+                name, {"conditions": [c.to_dict() for c in conditions]}))
+        self.api.host_event(body, "Warning", Reason.INVALID_SPEC, message)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _carry_out(self, host: Host, body: Mapping[str, Any], world: hm.World,
+                   actions: list[lc.Action], cond: Any, pending: _Pending
+                   ) -> PowerManagementStatus | None:
+        """Carry out the state machine's actions; after a fence, the power observed."""
+        node = host.spec.node_name
+        fenced: PowerManagementStatus | None = None
+        for action in actions:
+            try:
+                if isinstance(action, lc.Cordon):
+                    self.api.cordon(node, True)
+                elif isinstance(action, lc.Uncordon):
+                    self.api.cordon(node, False)
+                elif isinstance(action, lc.CreateMigration):
+                    self._migrate(body, action.migration)
+                elif isinstance(action, lc.DeleteMigration):
+                    self.api.delete_migration(action.vm.namespace, action.migration_name)
+                elif isinstance(action, lc.ShutdownVM):
+                    key = (action.vm.namespace, action.vm.name)
+                    self.api.stop_vm(key[0], key[1], has_vm=key in world.vms)
+                elif isinstance(action, lc.RequestFence):
+                    fenced = self._fence(host, body, action.attempt, pending)
+                elif isinstance(action, lc.TaintOutOfService):
+                    self.api.set_taint(node, OUT_OF_SERVICE_TAINT, "NoExecute", True,
+                                       OUT_OF_SERVICE_VALUE)
+                elif isinstance(action, lc.RemoveOutOfServiceTaint):
+                    self.api.set_taint(node, OUT_OF_SERVICE_TAINT, "NoExecute", False)
+                elif isinstance(action, lc.EmitEvent):
+                    pending.events.append((action.type, action.reason, action.message))
+                elif isinstance(action, lc.SetCondition):
+                    cond(action.type, action.status, action.reason, action.message)
+            except KubeError as exc:
+                log.warning("host %s: %s failed: %s", host.metadata.name,
+                            type(action).__name__, exc)
+        return fenced
+
+    def _migrate(self, body: Mapping[str, Any], start: dr.MigrationStart) -> None:
+        selector = {ENGINE_HOST_LABEL: "true"} if start.allowed_nodes else None
+        created = self.api.create_migration(
+            name=start.migration_name, namespace=start.vm.namespace, vmi=start.vm.name,
+            host=body, added_node_selector=selector,
+        )
+        # write-through: the next reconcile must count it even before the watch delivers it
+        self.put("vmims", (start.vm.namespace, start.migration_name), created)
+
+    def _fence(self, host: Host, body: Mapping[str, Any], attempt: int, pending: _Pending
+               ) -> PowerManagementStatus | None:
+        pm = host.spec.power_management
+        if pm is None:
+            return None
+        result = run_power_action(self.kube, pm, PowerAction.OFF)
+        power = host.status.power_management
+        if isinstance(result, CredentialsProblem):
+            pending.events.append(("Warning", "FenceFailed",
+                                   f"{host.metadata.name}: {result.message}"))
+            return None
+        action = _action_status(result, f"fence-{attempt}")
+        if not result.succeeded:
+            pending.events.append(("Warning", "FenceFailed",
+                                   f"{host.metadata.name}: power off: {result.message}"))
+        return power.model_copy(update={
+            "power_state": result.power_state if result.succeeded else power.power_state,
+            "checked_at": result.finished_at if result.succeeded else power.checked_at,
+            "last_action": action,
+        })
+
+    # -- power management --------------------------------------------------------------------
+
+    def _power(self, host: Host, body: Mapping[str, Any], status: HostStatus, cond: Any,
+               pending: _Pending) -> HostStatus:
+        name = host.metadata.name
+        pm = host.spec.power_management
+        power = status.power_management
+        try:
+            request = host.requested_power_action()
+        except ValueError as exc:
+            request = None
+            old = get_condition(status.conditions, "PowerActionValid")
+            if old is None or old.status is not ConditionStatus.FALSE:
+                pending.events.append(("Warning", "PowerActionRejected", str(exc)))
+            cond("PowerActionValid", False, "InvalidPowerAction", str(exc))
+        else:
+            if get_condition(status.conditions, "PowerActionValid") is not None:
+                cond("PowerActionValid", True, "Valid")
+        last = power.last_action
+        stale = (last is not None and last.result is PowerActionResult.IN_PROGRESS
+                 and name not in self._actions_running)
+        if request is not None and (host.power_action_pending() or stale):
+            action, request_id = request
+            if pm is None:
+                power = power.model_copy(update={"last_action": PowerActionStatus(
+                    id=request_id, action=action, result=PowerActionResult.REJECTED,
+                    message="no powerManagement configured", started_at=get_clock().now(),
+                    finished_at=get_clock().now())})
+                pending.events.append(("Warning", "PowerActionRejected",
+                                       f"{name}: {action.value}: no powerManagement configured"))
+            else:
+                started = PowerActionStatus(id=request_id, action=action,
+                                            result=PowerActionResult.IN_PROGRESS,
+                                            started_at=get_clock().now())
+                progress = status.model_copy(update={
+                    "power_management": power.model_copy(update={"last_action": started})})
+                self._write(name, status, progress)
+                self._actions_running.add(name)
+                try:
+                    result = run_power_action(self.kube, pm, action)
+                finally:
+                    self._actions_running.discard(name)
+                power = self._record(host, power, result, request_id, cond, pending)
+                self._pm_checked[name] = _fingerprint(host)
+            status = status.model_copy(update={"power_management": power})
+        if pm is None:
+            self._pm_checked.pop(name, None)
+            if get_condition(status.conditions, "PowerManagementReady") is None \
+                    or power.power_state is not PowerState.DISABLED:
+                cond("PowerManagementReady", False, Reason.NO_POWER_MANAGEMENT,
+                     "spec.powerManagement is not set: no power actions, no fencing")
+            return status.model_copy(update={"power_management": power.model_copy(
+                update={"power_state": PowerState.DISABLED})})
+        fingerprint = _fingerprint(host)
+        if self._pm_checked.get(name) != fingerprint:
+            self._pm_checked[name] = fingerprint
+            result = run_power_action(self.kube, pm, PowerAction.STATUS)
+            power = self._record(host, power, result, None, cond, pending, keep_last=True)
+            status = status.model_copy(update={"power_management": power})
+        return status
+
+    def _record(self, host: Host, power: PowerManagementStatus,
+                result: PowerResult | CredentialsProblem, request_id: str | None, cond: Any,
+                pending: _Pending, keep_last: bool = False) -> PowerManagementStatus:
+        name = host.metadata.name
+        now = get_clock().now()
+        if isinstance(result, CredentialsProblem):
+            cond("PowerManagementReady", False, "CredentialsUnavailable", result.message)
+            if keep_last:
+                return power
+            pending.events.append(("Warning", "PowerActionFailed", f"{name}: {result.message}"))
+            return power.model_copy(update={"last_action": PowerActionStatus(
+                id=request_id, action=PowerAction.STATUS if keep_last else _requested(host),
+                result=PowerActionResult.FAILED, message=result.message, started_at=now,
+                finished_at=now)})
+        if result.error in (PowerError.UNREACHABLE, PowerError.TIMEOUT, PowerError.TLS):
+            cond("PowerManagementReady", False, Reason.BMC_UNREACHABLE, result.message)
+        elif result.error is PowerError.AUTH:
+            cond("PowerManagementReady", False, Reason.BMC_AUTH_FAILED, result.message)
+        elif result.error is None or result.error in (PowerError.REJECTED,
+                                                       PowerError.NOT_CONFIRMED):
+            cond("PowerManagementReady", True, "BmcAnswered", f"power is {result.power_state}")
+        else:
+            cond("PowerManagementReady", False, str(result.error.value), result.message)
+        update: dict[str, Any] = {}
+        if result.power_state is not PowerState.UNKNOWN:
+            update["power_state"] = result.power_state
+            update["checked_at"] = result.finished_at
+        if not keep_last:
+            update["last_action"] = _action_status(result, request_id)
+            kind = "Normal" if result.succeeded else "Warning"
+            reason = "PowerActionSucceeded" if result.succeeded else "PowerActionFailed"
+            pending.events.append((kind, reason,
+                                   f"{name}: {result.action.value}: {result.message}"))
+        return power.model_copy(update=update)
+
+    # -- hosted engine -----------------------------------------------------------------------
+
+    def _hosted_engine(self, host: Host, body: Mapping[str, Any], world: hm.World,
+                       status: HostStatus, cond: Any) -> HostedEngineHostStatus:
+        name = host.metadata.name
+        node_name = host.spec.node_name
+        node = world.nodes.get(node_name)
+        labelled = (meta(node).get("labels") or {}).get(ENGINE_HOST_LABEL) == "true"
+        want = host.spec.hosted_engine is HostedEngineDeployment.DEPLOY
+        engines = [v for v in hm.vmis_on(world, node_name)
+                   if hm.is_engine_vm(v, world.vms.get(hm.key_of(v)))]
+        current = status.hosted_engine
+        if node is not None and want and not labelled:
+            labelled = self.api.set_label(node_name, ENGINE_HOST_LABEL, "true") is not None
+        elif node is not None and not want and labelled:
+            if engines:
+                labelled = True
+                self._move_engine(host, body, world, engines[0], cond)
+            else:
+                labelled = self.api.set_label(node_name, ENGINE_HOST_LABEL, None) is None
+                if get_condition(status.conditions, "UndeployBlocked") is not None:
+                    cond("UndeployBlocked", False, "EngineMoved")
+        deployed = want and labelled
+        host_id = current.host_id if deployed else None
+        if deployed and host_id is None:
+            used = {
+                (status_of(h).get("hostedEngine") or {}).get("hostID")
+                for n, h in world.hosts.items() if n != name
+            }
+            host_id = next(i for i in range(1, len(used) + 2) if i not in used)
+        return current.model_copy(update={
+            "deployed": deployed, "host_id": host_id, "engine_running": bool(engines)})
+
+    def _move_engine(self, host: Host, body: Mapping[str, Any], world: hm.World,
+                     vmi: Mapping[str, Any], cond: Any) -> None:
+        key = hm.key_of(vmi)
+        if any(not migration_finished(m) for m in hm.migrations_of(world, key)):
+            return
+        others = [
+            n for n, obj in world.nodes.items()
+            if n != host.spec.node_name
+            and (meta(obj).get("labels") or {}).get(ENGINE_HOST_LABEL) == "true"
+            and node_ready(obj)[0] is True and not spec_of(obj).get("unschedulable")
+        ]
+        if not others:
+            cond("UndeployBlocked", True, "EngineHasNoHost",
+                 f"the engine VM {key[0]}/{key[1]} runs here and no other host may run it")
+            return
+        cond("UndeployBlocked", False, "MovingEngine", f"migrating the engine VM to {others}")
+        attempts = sum(1 for m in hm.migrations_of(world, key)
+                       if hm.ours(m, host.metadata.name) and migration_finished(m))
+        name = dr.migration_name(f"{host.metadata.name}-undeploy",
+                                 dr.VMRef(key[0], key[1]), attempts + 1)
+        created = self.api.create_migration(name=name, namespace=key[0], vmi=key[1], host=body,
+                                            added_node_selector={ENGINE_HOST_LABEL: "true"})
+        self.put("vmims", (key[0], name), created)
+
+    # -- clock skew ---------------------------------------------------------------------------
+
+    def _clock_skew(self, host: Host, status: HostStatus, cond: Any) -> ClockSkewStatus:
+        measured = self.skew.get(host.spec.node_name)
+        current = status.clock_skew
+        if measured is None:
+            return current
+        seconds, at = measured
+        if current.seconds is not None and not _skew_changed(current.seconds, seconds):
+            return current
+        if abs(seconds) > CLOCK_SKEW_LIMIT_SECONDS:
+            cond("ClockSkewed", True, Reason.CLOCK_SKEW,
+                 f"the node's clock is {seconds:+.2f}s off (limit {CLOCK_SKEW_LIMIT_SECONDS:g}s)")
+        else:
+            cond("ClockSkewed", False, Reason.CLOCK_IN_SYNC, f"{seconds:+.2f}s")
+        return ClockSkewStatus(seconds=round(seconds, SKEW_DIGITS), measured_at=at)
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def _next_wait(self, new: lc.HostStatus, obs: lc.HostObservation) -> float:
+        policy = obs.policy
+        now = obs.now
+        waits = [self.settings.resync_s]
+        progress = new.maintenance
+        if (new.state is lc.HostState.PREPARING_FOR_MAINTENANCE and progress is not None
+                and not progress.timed_out and policy.maintenance_timeout_s is not None):
+            waits.append(policy.maintenance_timeout_s
+                         - (now - progress.started_at).total_seconds())
+        if new.state is lc.HostState.PREPARING_FOR_MAINTENANCE:
+            for vm in obs.vms:
+                if vm.migration is dr.MigrationState.FAILED and vm.last_failure_at is not None:
+                    waits.append(policy.migration_retry_after_s
+                                 - (now - vm.last_failure_at).total_seconds())
+        silent = None
+        if obs.node.ready is not True and obs.node.not_ready_since is not None:
+            silent = (now - obs.node.not_ready_since).total_seconds()
+        if silent is not None and new.state not in (lc.HostState.NON_RESPONSIVE,
+                                                    lc.HostState.FENCED):
+            waits.append(policy.silent_after_s - silent)
+        if new.state is lc.HostState.NON_RESPONSIVE:
+            fence = new.fence
+            if fence is not None and fence.in_flight and fence.requested_at is not None:
+                waits.append(policy.fence_timeout_s
+                             - (now - fence.requested_at).total_seconds())
+            elif silent is not None and obs.runs_restartable_vms:
+                waits.append(policy.silent_after_s + policy.fence_after_s - silent)
+        return max(MIN_WAIT, min(waits))
+
+    # -- deletion ----------------------------------------------------------------------------
+
+    def reconcile_deletion(self, name: str) -> bool:
+        """Whether the Host may go (its Node released); else the deletion is held."""
+        outcome = self.reconcile(name)
+        with self._lock_for(name):
+            with self._world_lock:
+                body = self.world.hosts.get(name)
+            if body is None:
+                return True
+            host = self._parse(body)
+            if outcome.state is HostState.MAINTENANCE or not outcome.node_exists:
+                node = host.spec.node_name
+                try:
+                    self.api.set_label(node, ENGINE_HOST_LABEL, None)
+                    self.api.set_taint(node, OUT_OF_SERVICE_TAINT, "NoExecute", False)
+                    self.api.cordon(node, False)
+                except NotFound:
+                    pass
+                self.api.host_event(body, "Normal", "HostRemoved",
+                                    f"{name}: Node {node} released")
+                return True
+            old = get_condition(host.status.conditions, "DeletionBlocked")
+            message = (f"the Host is {outcome.state.value if outcome.state else 'Pending'}: "
+                       "set spec.maintenance.mode to local and wait for Maintenance")
+            if old is None or old.status is not ConditionStatus.TRUE:
+                conditions = set_condition(
+                    host.status.conditions, "DeletionBlocked", True, Reason.NOT_IN_MAINTENANCE,
+                    message, observed_generation=host.metadata.generation,
+                    now=get_clock().now())
+                with contextlib.suppress(KubeError):
+                    self.put("hosts", name, self.api.patch_host_status(
+                        name, {"conditions": [c.to_dict() for c in conditions]}))
+                self.api.host_event(body, "Warning", "DeletionBlocked", f"{name}: {message}")
+            return False
+
+
+def _skew_changed(written: float, measured: float) -> bool:
+    limit = CLOCK_SKEW_LIMIT_SECONDS
+    crossed = (abs(written) > limit) != (abs(measured) > limit)
+    return crossed or abs(written - measured) >= SKEW_RESOLUTION
+
+
+def _fingerprint(host: Host) -> str:
+    pm = host.spec.power_management
+    return json.dumps(pm.to_dict() if pm else None, sort_keys=True)
+
+
+def _requested(host: Host) -> PowerAction:
+    with contextlib.suppress(ValueError):
+        request = host.requested_power_action()
+        if request is not None:
+            return request[0]
+    return PowerAction.STATUS
+
+
+def _action_status(result: PowerResult, request_id: str | None) -> PowerActionStatus:
+    return PowerActionStatus(
+        id=request_id,
+        action=result.action,
+        result=result.result,
+        message=result.message[:1024],
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+    )
+
+
+def _state_message(state: HostState, new: lc.HostStatus) -> str:
+    if state is HostState.PREPARING_FOR_MAINTENANCE and new.maintenance is not None:
+        m = new.maintenance
+        if m.timed_out:
+            return "drain timed out; the host stays cordoned until maintenance is cancelled"
+        return (f"draining: {len(m.moved)}/{len(m.to_move)} moved, {len(m.in_flight)} in "
+                f"flight, {len(m.blocked)} blocked")
+    if new.refusal is not None:
+        return f"maintenance refused: {new.refusal.message}"
+    return {
+        HostState.UP: "the host runs VMs",
+        HostState.MAINTENANCE: "in maintenance: no VM runs here",
+        HostState.ACTIVATING: "leaving maintenance",
+        HostState.NON_RESPONSIVE: "the Node is not Ready",
+        HostState.FENCED: "powered off by fencing; the Node is out of service",
+        HostState.NON_OPERATIONAL: "the Node is Ready but cannot be used",
+    }.get(state, state.value)
+
+
+# --------------------------------------------------------------------------------------------
+# kopf wiring
+
+
+def reconciler_of(memo: kopf.Memo) -> HostReconciler:
+    reconciler = memo.get(RECONCILER_KEY)
+    if not isinstance(reconciler, HostReconciler):
+        raise RuntimeError("host startup handler did not run")
+    return reconciler
+
+
+def triggers_of(memo: kopf.Memo) -> Triggers:
+    triggers = memo.get(TRIGGERS_KEY)
+    if not isinstance(triggers, Triggers):
+        raise RuntimeError("host startup handler did not run")
+    return triggers
+
+
+@kopf.on.startup(id="host-startup")
+def startup(memo: kopf.Memo, **_: Any) -> None:
+    memo[RECONCILER_KEY] = HostReconciler(kube_client(memo))
+    memo[TRIGGERS_KEY] = Triggers()
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="host", cancellation_timeout=10.0)
+async def run_host(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Reconcile on every wake-up; otherwise sleep until the next time-based decision."""
+    reconciler = reconciler_of(memo)
+    triggers = triggers_of(memo)
+    while not stopped:
+        try:
+            outcome = await asyncio.to_thread(reconciler.reconcile, name)
+        except Exception:  # the API went away, a bug: log, back off, try again
+            log.exception("host %s: reconcile failed", name)
+            await triggers.wait(name, ERROR_BACKOFF)
+            continue
+        await triggers.wait(name, outcome.wait)
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="host-delete")
+async def delete_host(name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Hold the finalizer until the Host is in Maintenance, then release its Node."""
+    reconciler = reconciler_of(memo)
+    triggers = triggers_of(memo)
+    while True:
+        try:
+            released = await asyncio.to_thread(reconciler.reconcile_deletion, name)
+        except Exception as exc:
+            raise kopf.TemporaryError(f"deletion check failed: {exc}", delay=ERROR_BACKOFF) \
+                from exc
+        if released:
+            triggers.forget(name)
+            return
+        await triggers.wait(name, reconciler.settings.resync_s)
+
+
+def _deleted(type_: str | None) -> bool:
+    return type_ == "DELETED"
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="host-watch")
+async def host_event(name: str, body: kopf.Body, type: str | None, memo: kopf.Memo,
+                     **_: Any) -> None:
+    reconciler = reconciler_of(memo)
+    triggers = triggers_of(memo)
+    obj = None if _deleted(type) else dict(body)
+    previous = reconciler.put("hosts", name, obj)
+    triggers.fire(name)
+    if obj is None or status_of(previous).get("state") != status_of(obj).get("state") \
+            or spec_of(previous) != spec_of(obj):
+        triggers.fire_all()  # targets, storm guard and host ids of the others change
+
+
+@kopf.on.event("", "v1", "nodes", id="host-nodes")
+async def node_event(name: str, body: kopf.Body, type: str | None, memo: kopf.Memo,
+                     **_: Any) -> None:
+    reconciler = reconciler_of(memo)
+    obj = None if _deleted(type) else dict(body)
+    previous = reconciler.put("nodes", name, obj)
+    triggers = triggers_of(memo)
+    triggers.fire(reconciler.host_for_node(name))
+    if obj is None or previous is None or node_ready(previous)[0] != node_ready(obj)[0] \
+            or bool(spec_of(previous).get("unschedulable")) != bool(spec_of(obj).get(
+                "unschedulable")):
+        triggers.fire_all()
+
+
+@kopf.on.event("", "v1", "pods", id="host-pods")
+async def pod_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
+                    memo: kopf.Memo, **_: Any) -> None:
+    reconciler_of(memo).put_pod((namespace or "", name), None if _deleted(type) else body)
+
+
+@kopf.on.event("kubevirt.io", "v1", "virtualmachineinstances", id="host-vmis")
+async def vmi_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
+                    memo: kopf.Memo, **_: Any) -> None:
+    reconciler = reconciler_of(memo)
+    triggers = triggers_of(memo)
+    obj = None if _deleted(type) else dict(body)
+    previous = reconciler.put("vmis", (namespace or "", name), obj)
+    for node in {hm.vmi_node(previous or {}), hm.vmi_node(obj or {})}:
+        triggers.fire(reconciler.host_for_node(node))
+
+
+@kopf.on.event("kubevirt.io", "v1", "virtualmachines", id="host-vms")
+async def vm_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
+                   memo: kopf.Memo, **_: Any) -> None:
+    reconciler_of(memo).put("vms", (namespace or "", name), None if _deleted(type) else dict(body))
+
+
+@kopf.on.event("kubevirt.io", "v1", "virtualmachineinstancemigrations", id="host-migrations")
+async def migration_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
+                          memo: kopf.Memo, **_: Any) -> None:
+    reconciler = reconciler_of(memo)
+    reconciler.put("vmims", (namespace or "", name), None if _deleted(type) else dict(body))
+    host = (meta(body).get("labels") or {}).get(MIGRATION_HOST_LABEL)
+    triggers = triggers_of(memo)
+    triggers.fire(host)
+    if _deleted(type) or migration_finished(body):
+        triggers.fire_all()  # a cluster-wide slot is free
+
+
+@kopf.on.event("kubevirt.io", "v1", "kubevirts", id="host-kubevirt")
+async def kubevirt_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    reconciler_of(memo).set_kubevirt(None if _deleted(type) else dict(body))
+    triggers_of(memo).fire_all()
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases", id="host-leases")
+async def lease_event(namespace: str | None, body: kopf.Body, type: str | None,
+                      memo: kopf.Memo, **_: Any) -> None:
+    if namespace != NODE_LEASE_NAMESPACE or _deleted(type):
+        return
+    host = reconciler_of(memo).observe_lease(body, get_clock().now())
+    triggers_of(memo).fire(host)

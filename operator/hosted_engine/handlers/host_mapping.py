@@ -1,0 +1,617 @@
+"""Pure mapping between the Kubernetes objects a Host watches and the Host state machine.
+
+:mod:`hosted_engine.logic.host_lifecycle` has its own frozen dataclasses; this module builds its
+:class:`~hosted_engine.logic.host_lifecycle.HostObservation` from the watched objects (Host,
+Nodes, Pods' requests, VMs, VMIs, migrations, the KubeVirt CR), and translates its
+:class:`~hosted_engine.logic.host_lifecycle.HostStatus` to and from the Host's
+``status`` (:class:`hosted_engine.models.host.HostStatus`), so that everything a restarted
+operator needs to resume is in the object. No I/O here: tests call it with plain dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from hosted_engine.adapters.kubevirt import (
+    ENGINE_HOST_LABEL,
+    ENGINE_VM_LABEL,
+    FINAL_VMI_PHASES,
+    MIGRATION_HOST_LABEL,
+    OUT_OF_SERVICE_TAINT,
+    RESTARTABLE_RUN_STRATEGIES,
+    has_taint,
+    meta,
+    migration_end_time,
+    migration_finished,
+    migration_limits_config,
+    migration_phase,
+    node_allocatable,
+    node_ready,
+    parse_time,
+    spec_of,
+    status_of,
+    vmi_requests,
+)
+from hosted_engine.logic import drain as dr
+from hosted_engine.logic import host_lifecycle as lc
+from hosted_engine.models.conditions import get_condition
+from hosted_engine.models.host import (
+    FENCE_REQUEST_ANNOTATION,
+    BlockedVm,
+    DrainStatus,
+    FencePhase,
+    FencingStatus,
+    Host,
+    HostedEngineDeployment,
+    HostState,
+    HostStatus,
+    MigratingVm,
+    NodeStatus,
+    VmRef,
+)
+
+Obj = Mapping[str, Any]
+Key = tuple[str, str]
+
+MAINTENANCE_STATES = frozenset({HostState.MAINTENANCE, HostState.PREPARING_FOR_MAINTENANCE})
+
+
+# --------------------------------------------------------------------------------------------
+# Operator-wide knobs (not per Host): environment variables, read at start
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """Thresholds of the Host state machine that are the operator's, not the Host's.
+
+    Environment variables (seconds unless said otherwise): ``HE_HOST_SILENT_AFTER`` (a Node not
+    Ready this long makes the Host NonResponsive, default 60), ``HE_HOST_FENCE_AFTER`` (more
+    silence before a Host running restartable VMs is fenced, default 0),
+    ``HE_HOST_FENCE_TIMEOUT`` (power-off confirmation, default 60), ``HE_HOST_MAX_FENCE_ATTEMPTS``
+    (3), ``HE_HOST_MIN_HEALTHY_RATIO`` (storm guard, 0.5), ``HE_HOST_MIGRATION_RETRY_AFTER``
+    (10) and ``HE_HOST_MIGRATION_MAX_ATTEMPTS`` (3).
+    """
+
+    silent_after_s: float = 60.0
+    fence_after_s: float = 0.0
+    fence_timeout_s: float = 60.0
+    max_fence_attempts: int = 3
+    min_healthy_ratio: float = 0.5
+    migration_retry_after_s: float = dr.DEFAULT_RETRY_AFTER_S
+    migration_max_attempts: int = dr.DEFAULT_MAX_ATTEMPTS
+    resync_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HostSettings:
+        source = os.environ if env is None else env
+        base = cls()
+
+        def number(name: str, default: float) -> float:
+            raw = source.get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                return default
+            return value if value >= 0 else default
+
+        return cls(
+            silent_after_s=number("HE_HOST_SILENT_AFTER", base.silent_after_s),
+            fence_after_s=number("HE_HOST_FENCE_AFTER", base.fence_after_s),
+            fence_timeout_s=max(0.1, number("HE_HOST_FENCE_TIMEOUT", base.fence_timeout_s)),
+            max_fence_attempts=max(1, int(number("HE_HOST_MAX_FENCE_ATTEMPTS",
+                                                 base.max_fence_attempts))),
+            min_healthy_ratio=min(1.0, number("HE_HOST_MIN_HEALTHY_RATIO",
+                                              base.min_healthy_ratio)),
+            migration_retry_after_s=number("HE_HOST_MIGRATION_RETRY_AFTER",
+                                           base.migration_retry_after_s),
+            migration_max_attempts=max(1, int(number("HE_HOST_MIGRATION_MAX_ATTEMPTS",
+                                                     base.migration_max_attempts))),
+            resync_s=max(1.0, number("HE_HOST_RESYNC", base.resync_s)),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The watched world
+
+
+@dataclass
+class World:
+    """What the watches delivered (shared objects: never mutate them)."""
+
+    hosts: dict[str, Obj] = field(default_factory=dict)
+    nodes: dict[str, Obj] = field(default_factory=dict)
+    vms: dict[Key, Obj] = field(default_factory=dict)
+    vmis: dict[Key, Obj] = field(default_factory=dict)
+    vmims: dict[Key, Obj] = field(default_factory=dict)
+    #: pod requests (memory bytes, CPU millis) by pod key, and the node each pod is bound to
+    pod_requests: dict[Key, tuple[str, int, int, str]] = field(default_factory=dict)
+    kubevirt: Obj | None = None
+
+
+def key_of(obj: Obj) -> Key:
+    m = meta(obj)
+    return (str(m.get("namespace") or ""), str(m.get("name") or ""))
+
+
+def vmi_node(vmi: Obj) -> str:
+    return str(status_of(vmi).get("nodeName") or "")
+
+
+def vmi_active(vmi: Obj) -> bool:
+    return str(status_of(vmi).get("phase") or "") not in FINAL_VMI_PHASES
+
+
+def run_strategy(vm: Obj | None) -> str:
+    spec = spec_of(vm)
+    if spec.get("runStrategy"):
+        return str(spec["runStrategy"])
+    running = spec.get("running")
+    if running is True:
+        return "Always"
+    if running is False:
+        return "Halted"
+    return ""
+
+
+def is_engine_vm(vmi: Obj, vm: Obj | None) -> bool:
+    for obj in (vmi, vm):
+        if obj is None:
+            continue
+        if ENGINE_VM_LABEL in (meta(obj).get("labels") or {}):
+            return True
+    for ref in meta(vm).get("ownerReferences") or []:
+        if ref.get("kind") == "HostedEngine" and str(ref.get("apiVersion", "")).startswith(
+            "hostedengine.io/"
+        ):
+            return True
+    return False
+
+
+def migratable(vmi: Obj) -> tuple[bool, str]:
+    """KubeVirt's LiveMigratable condition: (migratable, "Reason: message")."""
+    for cond in status_of(vmi).get("conditions") or []:
+        if cond.get("type") == "LiveMigratable":
+            if cond.get("status") == "False":
+                reason = str(cond.get("reason") or "NotLiveMigratable")
+                message = str(cond.get("message") or "")
+                return False, f"{reason}: {message}" if message else reason
+            return True, ""
+    return True, ""
+
+
+def host_node(host: Obj) -> str:
+    return str(spec_of(host).get("nodeName") or "")
+
+
+def host_state(host: Obj | None) -> str:
+    return str(status_of(host).get("state") or "")
+
+
+def engine_host_node(node: Obj | None, host: Obj | None) -> bool:
+    labels = meta(node).get("labels") or {}
+    if labels.get(ENGINE_HOST_LABEL) == "true":
+        return True
+    return spec_of(host).get("hostedEngine") == HostedEngineDeployment.DEPLOY.value
+
+
+def migrations_of(world: World, vmi_key: Key) -> list[Obj]:
+    out = [m for (ns, _), m in world.vmims.items()
+           if ns == vmi_key[0] and spec_of(m).get("vmiName") == vmi_key[1]]
+    return sorted(out, key=lambda m: (str(meta(m).get("creationTimestamp") or ""),
+                                      str(meta(m).get("name"))))
+
+
+def ours(vmim: Obj, host: str) -> bool:
+    return (meta(vmim).get("labels") or {}).get(MIGRATION_HOST_LABEL) == host
+
+
+def _after(vmim: Obj, since: datetime | None) -> bool:
+    if since is None:
+        return True
+    created = parse_time(meta(vmim).get("creationTimestamp"))
+    # creation timestamps have one-second resolution
+    return created is None or (since - created).total_seconds() < 1.0
+
+
+def drain_vm(world: World, host: str, vmi: Obj, *, since: datetime | None,
+             stopping: bool) -> dr.DrainVM:
+    key = key_of(vmi)
+    vm = world.vms.get(key)
+    mem, cpu = vmi_requests(vmi)
+    live, why = migratable(vmi)
+    migrations = migrations_of(world, key)
+    in_flight = any(not migration_finished(m) for m in migrations)
+    mine = [m for m in migrations if ours(m, host) and _after(m, since)]
+    failed = [m for m in mine if migration_phase(m) == "Failed"]
+    state = dr.MigrationState.NONE
+    if in_flight:
+        state = dr.MigrationState.IN_FLIGHT
+    elif mine and migration_phase(mine[-1]) == "Succeeded":
+        state = dr.MigrationState.SUCCEEDED
+    elif failed:
+        state = dr.MigrationState.FAILED
+    last_failure = max((t for t in (migration_end_time(m) for m in failed) if t), default=None)
+    return dr.DrainVM(
+        name=key[1],
+        namespace=key[0],
+        memory_bytes=mem,
+        cpu_millis=cpu,
+        live_migratable=live,
+        not_migratable_reason=why,
+        is_engine=is_engine_vm(vmi, vm),
+        migration=state,
+        failed_attempts=len(failed),
+        last_failure_at=last_failure,
+        stopping=stopping or bool(meta(vmi).get("deletionTimestamp")),
+    )
+
+
+def vmis_on(world: World, node: str) -> list[Obj]:
+    return [v for v in world.vmis.values() if vmi_node(v) == node and vmi_active(v)]
+
+
+def allocated_on(world: World, node: str) -> tuple[int, int]:
+    mem = cpu = 0
+    for bound, m, c, phase in world.pod_requests.values():
+        if bound == node and phase not in ("Succeeded", "Failed"):
+            mem += m
+            cpu += c
+    return mem, cpu
+
+
+def targets(world: World, node: str) -> list[dr.TargetHost]:
+    host_by_node = {host_node(h): h for h in world.hosts.values()}
+    out: list[dr.TargetHost] = []
+    for name, obj in sorted(world.nodes.items()):
+        if name == node:
+            continue
+        host = host_by_node.get(name)
+        alloc_mem, alloc_cpu = node_allocatable(obj)
+        used_mem, used_cpu = allocated_on(world, name)
+        ready, _ = node_ready(obj)
+        out.append(dr.TargetHost(
+            name=name,
+            allocatable_memory_bytes=alloc_mem,
+            allocatable_cpu_millis=alloc_cpu,
+            allocated_memory_bytes=used_mem,
+            allocated_cpu_millis=used_cpu,
+            schedulable=ready is True and not spec_of(obj).get("unschedulable")
+            and not has_taint(obj, OUT_OF_SERVICE_TAINT),
+            in_maintenance=host is not None and (
+                host_state(host) in {s.value for s in MAINTENANCE_STATES}
+                or (spec_of(host).get("maintenance") or {}).get("mode") == "local"
+            ),
+            may_run_engine=engine_host_node(obj, host),
+        ))
+    return out
+
+
+def in_flight_by_source(world: World, node: str, host: str) -> dict[str, int]:
+    """Unfinished migrations per source node, with this host's node keyed by ``host``."""
+    counts: dict[str, int] = {}
+    for vmim in world.vmims.values():
+        if migration_finished(vmim):
+            continue
+        state = status_of(vmim).get("migrationState") or {}
+        source = str(state.get("sourceNode") or "")
+        if not source:
+            vmi = world.vmis.get((key_of(vmim)[0], str(spec_of(vmim).get("vmiName") or "")))
+            source = vmi_node(vmi) if vmi is not None else ""
+        if not source:
+            continue
+        label = host if source == node else source
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def cluster_health(world: World) -> lc.ClusterHealth:
+    nodes = [host_node(h) for h in world.hosts.values()]
+    ready = sum(1 for n in nodes if node_ready(world.nodes.get(n))[0] is True)
+    return lc.ClusterHealth(total_hosts=max(1, len(nodes)), ready_hosts=ready)
+
+
+def fence_request(host: Host) -> tuple[str, str] | None:
+    """(requester, request id) of the annotation, or None."""
+    raw = host.metadata.annotations.get(FENCE_REQUEST_ANNOTATION)
+    if raw is None or not raw.strip():
+        return None
+    requester, _, request_id = raw.strip().partition("/")
+    return (requester or "unknown", request_id or requester or "request")
+
+
+def fence_request_active(host: Host) -> bool:
+    """A request that is not handled yet (confirmed, failed for good or released)."""
+    request = fence_request(host)
+    if request is None:
+        return False
+    fencing = host.status.fencing
+    if fencing is None or fencing.request_id != request[1]:
+        return True
+    return fencing.phase not in (FencePhase.CONFIRMED, FencePhase.FAILED, FencePhase.RELEASED)
+
+
+def observe(host: Host, world: World, now: datetime, settings: HostSettings,
+            progress: lc.MaintenanceProgress | None) -> lc.HostObservation:
+    name = host.metadata.name
+    node_name = host.spec.node_name
+    node = world.nodes.get(node_name)
+    ready, since = node_ready(node)
+    shut_down = set(progress.shut_down) if progress else set()
+    started = progress.started_at if progress else None
+    vmis = vmis_on(world, node_name)
+    vms = [
+        drain_vm(world, name, v, since=started,
+                 stopping=f"{key_of(v)[0]}/{key_of(v)[1]}" in shut_down)
+        for v in vmis
+    ]
+    restartable = any(
+        run_strategy(world.vms.get(key_of(v))) in RESTARTABLE_RUN_STRATEGIES for v in vmis
+    )
+    pm = host.spec.power_management
+    power = host.status.power_management
+    maintenance = host.spec.maintenance
+    return lc.HostObservation(
+        host=name,
+        now=now,
+        mode=lc.MaintenanceMode(maintenance.mode.value),
+        node=lc.NodeObservation(
+            exists=node is not None,
+            ready=ready,
+            not_ready_since=since if ready is not True else None,
+            cordoned=bool(spec_of(node).get("unschedulable")),
+            out_of_service_taint=has_taint(node, OUT_OF_SERVICE_TAINT),
+        ),
+        power=lc.PowerObservation(
+            configured=pm is not None,
+            fencing_allowed=pm is not None and pm.fencing_enabled,
+            power_state=power.power_state.value,
+            observed_at=power.checked_at,
+        ),
+        cluster=cluster_health(world),
+        vms=tuple(vms),
+        targets=tuple(targets(world, node_name)),
+        in_flight_by_source=in_flight_by_source(world, node_name, name),
+        limits=dr.MigrationLimits.from_kubevirt_config(migration_limits_config(world.kubevirt)),
+        policy=lc.HostPolicy(
+            maintenance_timeout_s=maintenance.timeout.total_seconds(),
+            non_migratable=dr.NonMigratablePolicy(maintenance.non_migratable_policy.value),
+            silent_after_s=settings.silent_after_s,
+            fence_after_s=settings.fence_after_s,
+            fence_timeout_s=settings.fence_timeout_s,
+            max_fence_attempts=settings.max_fence_attempts,
+            min_healthy_ratio=settings.min_healthy_ratio,
+            migration_max_attempts=settings.migration_max_attempts,
+            migration_retry_after_s=settings.migration_retry_after_s,
+        ),
+        fence_requested=fence_request_active(host),
+        runs_restartable_vms=restartable,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Status: model <-> logic
+
+
+def _ref_key(ref: VmRef) -> str:
+    return f"{ref.namespace}/{ref.name}"
+
+
+def _vm_ref(key: str) -> VmRef:
+    namespace, _, name = key.partition("/")
+    return VmRef(namespace=namespace, name=name)
+
+
+def to_logic(status: HostStatus, started_migrations: Iterable[str] = ()) -> lc.HostStatus | None:
+    """The state machine's status from the Host's (None for a Host never handled)."""
+    if status.state is HostState.PENDING:
+        return None
+    state = lc.HostState(status.state.value)
+    fencing = status.fencing
+    return_to: lc.HostState | None = None
+    fence: lc.FenceProgress | None = None
+    if fencing is not None:
+        if fencing.previous_state is not None and fencing.previous_state is not HostState.PENDING:
+            return_to = lc.HostState(fencing.previous_state.value)
+        if fencing.count > 0 and state in (lc.HostState.NON_RESPONSIVE, lc.HostState.FENCED):
+            fence = lc.FenceProgress(
+                requested_at=fencing.started_at,
+                attempts=fencing.count,
+                confirmed_off_at=fencing.confirmed_at,
+                gave_up=fencing.phase is FencePhase.FAILED,
+            )
+    maintenance: lc.MaintenanceProgress | None = None
+    drain = status.drain
+    if drain is not None and drain.started_at is not None:
+        maintenance = lc.MaintenanceProgress(
+            started_at=drain.started_at,
+            finished_at=drain.finished_at,
+            to_move=tuple(sorted(_ref_key(r) for r in drain.to_move)),
+            moved=tuple(sorted(_ref_key(r) for r in drain.moved)),
+            in_flight=tuple(sorted(_ref_key(r) for r in drain.in_flight)),
+            blocked=tuple(dr.BlockedVM(dr.VMRef(b.namespace, b.name), b.reason)
+                          for b in drain.blocked),
+            shut_down=tuple(sorted(_ref_key(r) for r in drain.shut_down)),
+            started_migrations=tuple(sorted(
+                set(started_migrations) | {_ref_key(r) for r in drain.in_flight})),
+            timed_out=drain.timed_out,
+        )
+    refused = get_condition(status.conditions, "MaintenanceRefused")
+    refusal = (dr.Refusal(refused.reason, refused.message)
+               if refused is not None and refused.status.value == "True" else None)
+    blocked = get_condition(status.conditions, "FencingBlocked")
+    return lc.HostStatus(
+        state=state,
+        since=status.state_since,
+        return_to=return_to,
+        maintenance=maintenance,
+        fence=fence,
+        refusal=refusal,
+        fence_blocked_reason=(blocked.reason if blocked is not None
+                              and blocked.status.value == "True" else None),
+    )
+
+
+def drain_status(progress: lc.MaintenanceProgress | None, world: World, host: str,
+                 previous: DrainStatus | None) -> DrainStatus | None:
+    if progress is None:
+        return None
+    in_flight: list[MigratingVm] = []
+    for key in progress.in_flight:
+        ref = _vm_ref(key)
+        live = [m for m in migrations_of(world, (ref.namespace, ref.name))
+                if not migration_finished(m)]
+        mig = live[-1] if live else None
+        state = status_of(mig).get("migrationState") or {} if mig is not None else {}
+        in_flight.append(MigratingVm(
+            namespace=ref.namespace, name=ref.name,
+            migration=str(meta(mig).get("name")) if mig is not None else None,
+            target_node=str(state.get("targetNode")) if state.get("targetNode") else None,
+            started_at=parse_time(meta(mig).get("creationTimestamp")) if mig is not None
+            else None,
+        ))
+    failed = []
+    for key in progress.to_move:
+        ref = _vm_ref(key)
+        bad = [m for m in migrations_of(world, (ref.namespace, ref.name))
+               if ours(m, host) and migration_phase(m) == "Failed"
+               and _after(m, progress.started_at)]
+        if bad:
+            reason = str((status_of(bad[-1]).get("migrationState") or {}).get("failureReason")
+                         or "migration failed")
+            failed.append(BlockedVm(namespace=ref.namespace, name=ref.name,
+                                    reason=f"{len(bad)} failed: {reason}"[:1024]))
+    message = None
+    if progress.timed_out:
+        message = "timed out: migrations stopped, the host stays cordoned"
+    elif progress.finished_at is not None:
+        message = f"{len(progress.moved)} VMs moved"
+    return DrainStatus(
+        started_at=progress.started_at,
+        finished_at=progress.finished_at,
+        total=len(progress.to_move),
+        to_move=[_vm_ref(k) for k in progress.to_move],
+        in_flight=in_flight,
+        moved=[_vm_ref(k) for k in progress.moved],
+        blocked=[BlockedVm(namespace=b.vm.namespace, name=b.vm.name, reason=b.reason[:1024])
+                 for b in progress.blocked],
+        shut_down=[_vm_ref(k) for k in progress.shut_down],
+        failed=failed,
+        timed_out=progress.timed_out,
+        message=message,
+    )
+
+
+def fencing_status(new: lc.HostStatus, host: Host, previous: FencingStatus | None,
+                   now: datetime) -> FencingStatus | None:
+    request = fence_request(host)
+    active = fence_request_active(host)
+    base = previous or FencingStatus()
+    if request is not None and active and base.request_id != request[1]:
+        base = FencingStatus(request_id=request[1], requested_by=request[0], requested_at=now,
+                             phase=FencePhase.REQUESTED, previous_state=base.previous_state)
+    fence = new.fence
+    in_fence_states = new.state in (lc.HostState.NON_RESPONSIVE, lc.HostState.FENCED)
+    previous_state = (HostState(new.return_to.value)
+                      if new.return_to is not None and in_fence_states else None)
+    phase: FencePhase | None
+    if fence is not None and in_fence_states:
+        if fence.gave_up:
+            phase = FencePhase.FAILED
+        elif fence.confirmed_off_at is not None:
+            phase = FencePhase.CONFIRMED
+        elif fence.requested_at is not None:
+            phase = FencePhase.POWERING_OFF
+        else:
+            phase = FencePhase.REQUESTED
+        return replace_fencing(
+            base,
+            phase=phase,
+            started_at=fence.requested_at or base.started_at,
+            confirmed_at=fence.confirmed_off_at,
+            finished_at=fence.confirmed_off_at if phase is FencePhase.CONFIRMED else None,
+            count=fence.attempts,
+            out_of_service_taint=new.state is lc.HostState.FENCED,
+            previous_state=previous_state,
+            message=None,
+        )
+    if new.fence_blocked_reason is not None and (active or in_fence_states):
+        return replace_fencing(base, phase=FencePhase.REFUSED if active else base.phase,
+                               message=f"fencing blocked: {new.fence_blocked_reason}",
+                               previous_state=previous_state)
+    if previous is None and request is None and previous_state is None:
+        return None
+    phase = base.phase
+    if not in_fence_states and phase in (FencePhase.CONFIRMED, FencePhase.POWERING_OFF):
+        phase = FencePhase.RELEASED
+    if active and phase is FencePhase.REFUSED and new.fence_blocked_reason is None:
+        phase = FencePhase.REQUESTED
+    return replace_fencing(
+        base,
+        phase=phase,
+        finished_at=now if phase is FencePhase.RELEASED and base.finished_at is None
+        else base.finished_at,
+        count=0 if not in_fence_states else base.count,
+        out_of_service_taint=False if not in_fence_states else base.out_of_service_taint,
+        previous_state=previous_state,
+        message=None if phase is not FencePhase.REFUSED else base.message,
+    )
+
+
+def replace_fencing(base: FencingStatus, **changes: Any) -> FencingStatus:
+    return base.model_copy(update=changes)
+
+
+def node_status(node: Obj | None, previous: NodeStatus | None = None) -> NodeStatus:
+    """The Node as the Host reports it. ``lastHeartbeat`` is refreshed only when Ready changes
+    (a heartbeat every few seconds is not worth a status write each)."""
+    ready, _ = node_ready(node)
+    heartbeat = previous.last_heartbeat if previous is not None else None
+    if previous is None or previous.ready != (ready is True) or heartbeat is None:
+        for cond in status_of(node).get("conditions") or []:
+            if cond.get("type") == "Ready":
+                heartbeat = parse_time(cond.get("lastHeartbeatTime"))
+    return NodeStatus(
+        ready=ready is True,
+        last_heartbeat=heartbeat,
+        unschedulable=bool(spec_of(node).get("unschedulable")),
+        out_of_service=has_taint(node, OUT_OF_SERVICE_TAINT),
+    )
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (None: nothing to change)."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return None if old == new else new
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+            continue
+        sub = merge_patch(old[key], value)
+        if isinstance(old[key], Mapping) and isinstance(value, Mapping):
+            if sub:
+                patch[key] = sub
+        elif old[key] != value:
+            patch[key] = value
+    return patch
+
+
+__all__ = [
+    "HostSettings",
+    "World",
+    "drain_status",
+    "fencing_status",
+    "merge_patch",
+    "node_status",
+    "observe",
+    "to_logic",
+]
