@@ -34,10 +34,12 @@ from hosted_engine.lab.sim.timings import LabTimings
 ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = ROOT / "crds"
 PEERING_CRDS = ROOT / "manifests" / "crds" / "kopf-peering.yaml"
+PEERING_OBJECT = ROOT / "manifests" / "peering.yaml"
 DEFAULT_TIMEOUT = 20.0
 POLL = 0.05
 
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+CLUSTER_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False)
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 PVS = Resource("", "v1", "persistentvolumes", namespaced=False)
 PVCS = Resource("", "v1", "persistentvolumeclaims", namespaced=True)
@@ -79,7 +81,9 @@ def yaml_documents(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 class LabCluster:
-    """The lab in a background thread, with the project's CRDs installed."""
+    """The lab in a background thread, with the project's CRDs installed; with
+    ``peering_crds=True`` also kopf's peering CRDs and the operator's ClusterKopfPeering
+    (manifests/peering.yaml), which an operator with peering on needs to start."""
 
     def __init__(self, hosts: int = 3, *, timings: LabTimings | None = None, bmc: bool = False,
                  peering_crds: bool = False, **lab_options: Any) -> None:
@@ -105,6 +109,9 @@ class LabCluster:
         for crd in yaml_documents(paths):
             name = crd["metadata"]["name"]
             wait_for(f"CRD {name} established", lambda name=name: self._established(name))
+        if self.peering_crds:
+            for peering in yaml_documents([PEERING_OBJECT]):
+                self.kube.create_or_get(CLUSTER_PEERINGS, peering)
         return self
 
     def _established(self, name: str) -> bool:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from harness import (
+    CLUSTER_PEERINGS,
     HOSTEDENGINES,
     PVCS,
     PVS,
     STORAGECLASSES,
     STORAGEDOMAINS,
     Cluster,
+    LabCluster,
+    OperatorThread,
     conditions,
     field,
     wait_for,
@@ -412,3 +415,17 @@ def test_bad_connection_string_keeps_the_last_good_state(
     cluster.patch(STORAGEDOMAINS, "data-nfs", {"spec": {"nfs": {"path": "/data2"}}})
     cluster.wait_condition(STORAGEDOMAINS, "data-nfs", "Ready", status="True")
     cluster.wait_field(PVS, "sd-data-nfs", "spec.nfs.path", "/data2")
+
+
+def test_operator_with_peering_acts_and_announces_itself(
+    make_lab_cluster: Callable[..., LabCluster],
+) -> None:
+    """The harness runs the operator as a Deployment replica would (peering on)."""
+    lab = make_lab_cluster(3, peering_crds=True)
+    with OperatorThread(lab.kubeconfig, standalone=False, priority=100):
+        cluster = Cluster(lab, None)
+        wait_for("a keep-alive in the peering object", lambda: field(
+            cluster.get(CLUSTER_PEERINGS, "hosted-engine-operator"), "status"))
+        cluster.create(STORAGEDOMAINS, domain("data-fc", "fc", {
+            "wwids": ["3600a098038303053453f463045727a41"]}))
+        active(cluster, "data-fc")
