@@ -28,8 +28,9 @@ Terms used below
   Ready is trusted: its kubelet and virt-handler have removed what the API no longer has.
 * *health* (from the probes since the VMI started): GOOD when the newest probe is ok; BAD when
   the newest ``failures_before_bad`` all failed (bad or timeout); FAILING when fewer failed in a
-  row; UNKNOWN without probes. Only BAD ever leads to a stop, UNKNOWN never acts: one failed
-  probe can never stop the engine, nor can a prober that is down.
+  row; UNKNOWN without probes, or when the newest is older than 3 x ``health_interval`` +
+  ``health_timeout`` (the prober stopped). Only BAD ever leads to a stop, UNKNOWN never acts:
+  one failed probe can never stop the engine, nor can a prober that is down.
 * *a failure*: a start that fails (the new VMI ends, or it is not healthy within
   ``startup_grace``), an engine VMI that ends by itself on a trusted node, or a stop because
   health stayed BAD for ``restart_grace``. Each failure adds 1 to ``attempts``, records
@@ -309,6 +310,11 @@ class Settings:
     maintenance_reminder: timedelta = timedelta(hours=1)
     weights: ScoreWeights = field(default_factory=ScoreWeights)
 
+    @property
+    def probe_stale_after(self) -> timedelta:
+        """Probe results older than this mean the prober stopped: health is then unknown."""
+        return 3 * self.health_interval + self.health_timeout
+
     def __post_init__(self) -> None:
         if self.failures_before_bad < 1:
             raise ValueError("failures_before_bad must be >= 1")
@@ -584,11 +590,23 @@ class Health(StrEnum):
 
 
 def assess_health(
-    probes: tuple[Probe, ...], after: datetime | None, failures_before_bad: int
+    probes: tuple[Probe, ...],
+    after: datetime | None,
+    failures_before_bad: int,
+    now: datetime | None = None,
+    stale_after: timedelta | None = None,
 ) -> Health:
     """GOOD: newest probe ok. BAD: the newest ``failures_before_bad`` all failed. FAILING: the
-    newest failed but not enough in a row yet. UNKNOWN: no probe (since ``after``)."""
+    newest failed but not enough in a row yet. UNKNOWN: no probe since ``after``, or the newest
+    is older than ``stale_after`` (the prober stopped: its last word is not news)."""
     relevant = sorted((p for p in probes if after is None or p.at >= after), key=lambda p: p.at)
+    if (
+        relevant
+        and now is not None
+        and stale_after is not None
+        and now - relevant[-1].at > stale_after
+    ):
+        return Health.UNKNOWN
     if not relevant:
         return Health.UNKNOWN
     if relevant[-1].result is ProbeResult.OK:
@@ -797,7 +815,13 @@ class _Run:
         return host_lost(self.hosts[host], self.now, self.s.host_silence)
 
     def health(self) -> Health:
-        return assess_health(self.obs.probes, self.obs.vm.since, self.s.failures_before_bad)
+        return assess_health(
+            self.obs.probes,
+            self.obs.vm.since,
+            self.s.failures_before_bad,
+            self.now,
+            self.s.probe_stale_after,
+        )
 
     def elapsed(self, since: datetime | None) -> timedelta:
         return self.now - since if since is not None else timedelta(0)

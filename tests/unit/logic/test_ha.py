@@ -47,6 +47,7 @@ GIB = 1 << 30
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # Explicit timers so the expectations below read plainly (defaults may change).
 S = Settings(
+    health_interval=timedelta(seconds=10),
     host_silence=timedelta(seconds=20),
     backoff=Backoff(timedelta(seconds=10), 2.0, timedelta(minutes=5)),
     max_start_attempts=6,
@@ -265,14 +266,16 @@ def test_up_stays_up_quietly() -> None:
 @pytest.mark.parametrize("pattern", ["ob", "obb", "bbo", "obtob", "tt"])
 def test_fewer_than_three_failures_in_a_row_never_leave_up(pattern: str) -> None:
     m = mem(State.ENGINE_UP, **UP)
-    d = run(m, obs(t(60), vm(), probes=probes(0, *pattern)), t(60))
+    now = t(10 * len(pattern))
+    d = run(m, obs(now, vm(), probes=probes(0, *pattern)), now)
     assert d.state is State.ENGINE_UP and engine_actions(d) == []
 
 
 @pytest.mark.parametrize("pattern", ["bbb", "obtb", "ttt"])
 def test_three_failures_in_a_row_is_bad_health(pattern: str) -> None:
     m = mem(State.ENGINE_UP, **UP)
-    d = run(m, obs(t(60), vm(), probes=probes(0, *pattern)), t(60))
+    now = t(10 * len(pattern))
+    d = run(m, obs(now, vm(), probes=probes(0, *pattern)), now)
     assert d.state is State.ENGINE_UP_BAD_HEALTH and engine_actions(d) == []
 
 
@@ -302,6 +305,13 @@ def test_unknown_health_never_acts() -> None:
     m = mem(State.ENGINE_UP_BAD_HEALTH, since=T0, host="h1")
     d = run(m, obs(t(600), vm(), probes=()), t(600))
     assert engine_actions(d) == []
+    # Bad results that stopped coming (the prober died) are not news: no restart on them.
+    m = mem(State.ENGINE_UP_BAD_HEALTH, since=t(-10), host="h1")
+    stale = probes(0, "b", "b", "b")  # newest at 20 s; stale after 3 x 10 s + 3 s
+    d = run(m, obs(t(53), vm(), probes=stale), t(53))
+    assert of(d, StopEngine) != []
+    d = run(m, obs(t(54), vm(), probes=stale), t(54))
+    assert engine_actions(d) == [] and d.engine.health == "unknown"
 
 
 def test_up_vmi_dies_then_restarts_after_backoff() -> None:
