@@ -102,7 +102,7 @@ class StorageControllers:
         exports = await self.sim.objects(EXPORTS)
         for export in exports:
             await self.sim._guard(self._sync_export, export)
-        live = {(ns_of(e), name_of(e)) for e in exports if phase(e) == "Ready"}
+        live = {(ns_of(e), name_of(e)) for e in exports if not deleting(e)}
         for key in [k for k in self.sim.exports.entries if k not in live]:
             self.sim.exports.entries.pop(key, None)
         for dv in await self.sim.objects(DATAVOLUMES):

@@ -1,0 +1,256 @@
+"""Snapshots, restores, exports (checksums over HTTPS) and DataVolumes on the lab
+(k8s-anchors §1.6, §1.8, §1.9)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ssl
+
+import aiohttp
+from hosted_engine.lab.kubevirt import GUEST_HTTP_ANNOTATION
+from hosted_engine.lab.kubevirt.diskstream import disk_sha256
+from hosted_engine.lab.kubevirt.export import TOKEN_HEADER
+from hosted_engine.lab.kubevirt.resources import (
+    DATAVOLUMES,
+    EXPORTS,
+    RESTORES,
+    SNAPSHOT_CONTENTS,
+    SNAPSHOTS,
+    VMS,
+)
+from hosted_engine.lab.sim.api import PVCS, SECRETS, Obj
+from kvlab import NS, KubeVirtLab, vm_body
+
+DISK_SIZE = 3 * 1024 * 1024 + 17  # bytes: a few stream blocks and a partial one
+
+
+async def _disk_vm(kvlab: KubeVirtLab, name: str, strategy: str, **kwargs: object) -> None:
+    await kvlab.api.create(PVCS, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"{name}-disk", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
+                 "resources": {"requests": {"storage": str(DISK_SIZE)}}}}, NS)
+    volumes = [{"name": "root", "persistentVolumeClaim": {"claimName": f"{name}-disk"}}]
+    await kvlab.api.create(VMS, vm_body(name, strategy, volumes=volumes, **kwargs), NS)  # type: ignore[arg-type]
+
+
+async def _wait_field(kvlab: KubeVirtLab, res: object, name: str, field: str,
+                      value: object, timeout: float = 10.0) -> Obj:
+    async def ok() -> bool:
+        obj = await kvlab.api.get(res, name, NS)  # type: ignore[arg-type]
+        return bool(obj and (obj.get("status") or {}).get(field) == value)
+
+    await kvlab.wait(ok, timeout)
+    obj = await kvlab.api.get(res, name, NS)  # type: ignore[arg-type]
+    assert obj is not None
+    return obj
+
+
+def _snapshot(name: str, vm: str) -> Obj:
+    return {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine",
+                                "name": vm}}}
+
+
+async def test_snapshot_of_a_running_vm_with_and_without_agent(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "engine", "Always",
+                   annotations={GUEST_HTTP_ANNOTATION: "engine"})
+    await _disk_vm(kvlab, "plain", "Always")
+    await _disk_vm(kvlab, "off", "Halted")
+    for vm in ("engine", "plain"):
+        await kvlab.wait_phase(vm, "Running")
+    await kvlab.wait_printable("off", "Stopped")
+    for vm in ("engine", "plain", "off"):
+        await kvlab.api.create(SNAPSHOTS, _snapshot(f"snap-{vm}", vm), NS)
+    expected = {"engine": ["Online", "GuestAgent"], "plain": ["Online", "NoGuestAgent"],
+                "off": []}
+    for vm, indications in expected.items():
+        snap = await _wait_field(kvlab, SNAPSHOTS, f"snap-{vm}", "phase", "Succeeded")
+        status = snap["status"]
+        assert status["readyToUse"] is True
+        assert status["indications"] == indications
+        conds = {c["type"]: c["status"] for c in status["conditions"]}
+        assert conds["Ready"] == "True" and conds["Progressing"] == "False"
+        content = await kvlab.api.get(SNAPSHOT_CONTENTS,
+                                      status["virtualMachineSnapshotContentName"], NS)
+        assert content is not None
+        [backup] = content["spec"]["volumeBackups"]
+        assert backup["persistentVolumeClaim"]["metadata"]["name"] == f"{vm}-disk"
+        assert content["spec"]["source"]["virtualMachine"]["metadata"]["name"] == vm
+        assert status["snapshotVolumes"]["includedVolumes"] == ["root"]
+    vm_obj = await kvlab.vm("engine")
+    assert not vm_obj["status"].get("snapshotInProgress")
+
+
+async def test_snapshot_of_a_missing_vm_fails_at_its_deadline(kvlab: KubeVirtLab) -> None:
+    body = _snapshot("orphan", "ghost")
+    body["spec"]["failureDeadline"] = "30s"  # 0.3 s with the tests' API time scale
+    await kvlab.api.create(SNAPSHOTS, body, NS)
+    snap = await _wait_field(kvlab, SNAPSHOTS, "orphan", "phase", "Failed")
+    assert snap["status"]["readyToUse"] is False
+    assert "deadline" in snap["status"]["error"]["message"]
+
+
+async def test_restore_stops_the_target_and_brings_back_the_snapshot(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "db", "Always")
+    await kvlab.wait_phase("db", "Running")
+    await kvlab.api.create(SNAPSHOTS, _snapshot("before", "db"), NS)
+    await _wait_field(kvlab, SNAPSHOTS, "before", "readyToUse", True)
+    restore = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+               "metadata": {"name": "back", "namespace": NS},
+               "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine",
+                                   "name": "db"},
+                        "virtualMachineSnapshotName": "before",
+                        "targetReadinessPolicy": "StopTarget"}}
+    await kvlab.api.create(RESTORES, restore, NS)
+    done = await _wait_field(kvlab, RESTORES, "back", "complete", True, timeout=15)
+    [item] = done["status"]["restores"]
+    claim = item["persistentVolumeClaim"]
+    assert claim.startswith("restore-") and claim.endswith("-root")
+    conds = {c["type"]: c["status"] for c in done["status"]["conditions"]}
+    assert conds["Ready"] == "True"
+    vm = await kvlab.vm("db")
+    assert vm["spec"]["runStrategy"] == "Halted"
+    [volume] = vm["spec"]["template"]["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim
+    restored = await kvlab.api.get(PVCS, claim, NS)
+    original = await kvlab.api.get(PVCS, "db-disk", NS)
+    assert restored is not None and original is not None
+    seed = "lab.hostedengine.io/disk-seed"
+    assert restored["metadata"]["annotations"][seed] == "vms/db-disk"
+    await kvlab.wait_printable("db", "Stopped")
+    await kvlab.subresource("db", "start")
+    running = await kvlab.wait_phase("db", "Running")
+    [vol] = running["spec"]["volumes"]
+    assert vol["persistentVolumeClaim"]["claimName"] == claim
+
+
+async def test_restore_with_fail_immediate_refuses_a_running_target(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "db", "Always")
+    await kvlab.wait_phase("db", "Running")
+    await kvlab.api.create(SNAPSHOTS, _snapshot("s", "db"), NS)
+    await _wait_field(kvlab, SNAPSHOTS, "s", "readyToUse", True)
+    restore = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+               "metadata": {"name": "r", "namespace": NS},
+               "spec": {"target": {"kind": "VirtualMachine", "name": "db"},
+                        "virtualMachineSnapshotName": "s",
+                        "targetReadinessPolicy": "FailImmediate"}}
+    await kvlab.api.create(RESTORES, restore, NS)
+
+    async def failed() -> bool:
+        obj = await kvlab.api.get(RESTORES, "r", NS)
+        conds = {c["type"]: c["status"] for c in ((obj or {}).get("status") or {}).get(
+            "conditions") or []}
+        return conds.get("Failure") == "True"
+
+    await kvlab.wait(failed)
+    assert (await kvlab.vm("db"))["spec"]["runStrategy"] == "Always"
+
+
+async def _download(export: Obj, token: str, url: str) -> bytes:
+    context = ssl.create_default_context(cadata=export["status"]["links"]["external"]["cert"])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session, \
+            session.get(url, headers={TOKEN_HEADER: token}) as resp:
+        assert resp.status == 200
+        return await resp.read()
+
+
+async def test_export_of_a_stopped_vm_serves_its_disk_with_a_checksum(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "engine", "Always")
+    await kvlab.wait_phase("engine", "Running")
+    export = {"apiVersion": "export.kubevirt.io/v1beta1", "kind": "VirtualMachineExport",
+              "metadata": {"name": "backup", "namespace": NS},
+              "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine",
+                                  "name": "engine"}}}
+    await kvlab.api.create(EXPORTS, export, NS)
+    pending = await _wait_field(kvlab, EXPORTS, "backup", "phase", "Pending")
+    ready_cond = next(c for c in pending["status"]["conditions"] if c["type"] == "Ready")
+    assert "is running" in ready_cond["message"]
+    await kvlab.subresource("engine", "stop")
+    ready = await _wait_field(kvlab, EXPORTS, "backup", "phase", "Ready")
+    status = ready["status"]
+    secret = await kvlab.api.get(SECRETS, status["tokenSecretRef"], NS)
+    assert secret is not None
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    [volume] = status["links"]["external"]["volumes"]
+    assert volume["name"] == "root"
+    raw = next(f["url"] for f in volume["formats"] if f["format"] == "raw")
+    assert raw.startswith("https://127.0.0.1:")
+    data = await _download(ready, token, raw)
+    assert len(data) == DISK_SIZE
+    assert hashlib.sha256(data).hexdigest() == disk_sha256("vms/engine-disk", DISK_SIZE)
+    # Starting the VM takes the export down again.
+    await kvlab.subresource("engine", "start")
+    await _wait_field(kvlab, EXPORTS, "backup", "phase", "Pending")
+
+
+async def test_export_of_a_snapshot_while_the_vm_runs(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "engine", "Always")
+    await kvlab.wait_phase("engine", "Running")
+    await kvlab.api.create(SNAPSHOTS, _snapshot("nightly", "engine"), NS)
+    await _wait_field(kvlab, SNAPSHOTS, "nightly", "readyToUse", True)
+    await kvlab.api.create(SECRETS, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-token", "namespace": NS},
+        "data": {"token": base64.b64encode(b"t0ken").decode()}}, NS)
+    export = {"apiVersion": "export.kubevirt.io/v1beta1", "kind": "VirtualMachineExport",
+              "metadata": {"name": "from-snap", "namespace": NS},
+              "spec": {"tokenSecretRef": "my-token",
+                       "source": {"apiGroup": "snapshot.kubevirt.io",
+                                  "kind": "VirtualMachineSnapshot", "name": "nightly"}}}
+    await kvlab.api.create(EXPORTS, export, NS)
+    ready = await _wait_field(kvlab, EXPORTS, "from-snap", "phase", "Ready")
+    assert ready["status"]["virtualMachineName"] == "engine"
+    [volume] = ready["status"]["links"]["external"]["volumes"]
+    gz = next(f["url"] for f in volume["formats"] if f["format"] == "gzip")
+    import gzip
+
+    data = gzip.decompress(await _download(ready, "t0ken", gz))
+    assert hashlib.sha256(data).hexdigest() == disk_sha256("vms/engine-disk", DISK_SIZE)
+
+
+async def test_datavolume_import_goes_through_its_phases(kvlab: KubeVirtLab) -> None:
+    dv = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+          "metadata": {"name": "image", "namespace": NS},
+          "spec": {"source": {"http": {"url": "https://images.example/engine.qcow2"}},
+                   "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
+                               "resources": {"requests": {"storage": "1Gi"}}}}}
+    await kvlab.api.create(DATAVOLUMES, dv, NS)
+    seen: list[str] = []
+
+    async def succeeded() -> bool:
+        obj = await kvlab.api.get(DATAVOLUMES, "image", NS)
+        phase = ((obj or {}).get("status") or {}).get("phase", "")
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+        return phase == "Succeeded"
+
+    await kvlab.wait(succeeded)
+    assert seen[0] == "Pending" and seen[-1] == "Succeeded"
+    assert "ImportInProgress" in seen
+    final = await kvlab.api.get(DATAVOLUMES, "image", NS)
+    assert final is not None and final["status"]["progress"] == "100.0%"
+    pvc = await kvlab.api.get(PVCS, "image", NS)
+    assert pvc is not None and pvc["status"]["phase"] == "Bound"
+    assert pvc["metadata"]["annotations"]["lab.hostedengine.io/disk-seed"] == \
+        "http:https://images.example/engine.qcow2"
+
+
+async def test_vm_with_a_datavolume_template_provisions_before_it_starts(
+    kvlab: KubeVirtLab,
+) -> None:
+    volumes = [{"name": "root", "dataVolume": {"name": "tpl-root"}}]
+    body = vm_body("tpl", "Always", volumes=volumes)
+    body["spec"]["dataVolumeTemplates"] = [{
+        "metadata": {"name": "tpl-root"},
+        "spec": {"source": {"blank": {}},
+                 "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
+                             "resources": {"requests": {"storage": "1Gi"}}}}}]
+    await kvlab.api.create(VMS, body, NS)
+    vmi = await kvlab.wait_phase("tpl", "Running")
+    dv = await kvlab.api.get(DATAVOLUMES, "tpl-root", NS)
+    assert dv is not None and dv["status"]["phase"] == "Succeeded"
+    assert dv["metadata"]["ownerReferences"][0]["kind"] == "VirtualMachine"
+    cond = next(c for c in vmi["status"]["conditions"] if c["type"] == "LiveMigratable")
+    assert cond["status"] == "True"
