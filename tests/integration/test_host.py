@@ -221,3 +221,148 @@ def test_maintenance_with_20_vms_moves_them_all_under_the_limits(cluster: Cluste
     wait_for("drain migrations deleted", lambda: not [
         m for m in cluster.list(VMIMS, NS)
         if (m["metadata"].get("labels") or {}).get("hostedengine.io/host") == "node-1"])
+
+
+def lab_call(cluster: Cluster, fn: Callable[[Any], Any]) -> Any:
+    """Run ``await fn(lab)`` in the lab's loop (faults, the KubeVirt simulator)."""
+    lab = cluster.lab.lab
+
+    async def run() -> Any:
+        return await fn(lab)
+
+    return cluster.lab.runner.call(run)
+
+
+def migration_bandwidth(cluster: Cluster, bytes_per_second: float) -> None:
+    lab_call(cluster, lambda lab: lab.faults.set_migration_bandwidth(bytes_per_second))
+
+
+def our_migrations(cluster: Cluster, host_name: str) -> list[dict[str, Any]]:
+    return [m for m in cluster.list(VMIMS, NS)
+            if (m["metadata"].get("labels") or {}).get("hostedengine.io/host") == host_name]
+
+
+def unfinished(migrations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in migrations
+            if (m.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+def test_cancel_midway_deletes_pending_migrations_and_uncordons(cluster: Cluster) -> None:
+    names = [f"vm-{i}" for i in range(6)]
+    start_vms_on(cluster, "node-1", [vm_body(n) for n in names])
+    migration_bandwidth(cluster, 0)  # migrations start but never finish
+    cluster.create(HOSTS, host_body("node-1"))
+    wait_state(cluster, "node-1", "Up")
+
+    set_mode(cluster, "node-1", "local")
+    wait_state(cluster, "node-1", "PreparingForMaintenance")
+    wait_for("two migrations in flight", lambda: len(unfinished(our_migrations(
+        cluster, "node-1"))) == 2, describe=lambda: our_migrations(cluster, "node-1"))
+    assert node(cluster, "node-1")["spec"]["unschedulable"] is True
+    in_flight = host(cluster, "node-1")["status"]["drain"]["inFlight"]
+    assert len(in_flight) == 2 and all(vm["migration"] for vm in in_flight)
+
+    set_mode(cluster, "node-1", "none")
+    h = wait_state(cluster, "node-1", "Up")
+    assert conditions(h)["Draining"]["reason"] == "Cancelled"
+    assert "drain" not in h["status"]
+    wait_for("our migrations gone", lambda: not unfinished(our_migrations(cluster, "node-1")))
+    assert not node(cluster, "node-1")["spec"].get("unschedulable")
+    assert set(vmi_nodes(cluster).values()) == {"node-1"}  # nothing moved, nothing lost
+    assert "MaintenanceCancelled" in cluster.event_reasons("node-1")
+
+
+def test_drain_timeout_stops_migrations_and_keeps_the_host_cordoned(cluster: Cluster) -> None:
+    start_vms_on(cluster, "node-1", [vm_body(f"vm-{i}") for i in range(3)])
+    migration_bandwidth(cluster, 0)
+    cluster.create(HOSTS, host_body("node-1"))
+    wait_state(cluster, "node-1", "Up")
+
+    set_mode(cluster, "node-1", "local", timeout="1s")
+    cond = cluster.wait_condition(HOSTS, "node-1", "Draining", status="False", reason="TimedOut")
+    assert "not drained after 1s" in cond["message"]
+    h = host(cluster, "node-1")
+    assert h["status"]["state"] == "PreparingForMaintenance"
+    assert h["status"]["drain"]["timedOut"] is True
+    wait_for("migrations stopped", lambda: not unfinished(our_migrations(cluster, "node-1")))
+    events = [e for e in cluster.events_for("node-1") if e["reason"] == "MaintenanceTimedOut"]
+    assert events and events[0]["type"] == "Warning"
+    assert node(cluster, "node-1")["spec"]["unschedulable"] is True
+    migration_bandwidth(cluster, 4 * 1024**3)
+    time.sleep(0.5)  # nothing restarts the drain after a timeout (checked below)
+    assert not unfinished(our_migrations(cluster, "node-1"))
+    assert host(cluster, "node-1")["status"]["state"] == "PreparingForMaintenance"
+
+    set_mode(cluster, "node-1", "none")  # the user decides: cancel
+    wait_state(cluster, "node-1", "Up")
+    assert not node(cluster, "node-1")["spec"].get("unschedulable")
+
+
+def test_non_migratable_vm_blocks_then_is_shut_down_by_policy(cluster: Cluster) -> None:
+    start_vms_on(cluster, "node-1", [vm_body("web"), vm_body("db"), not_migratable("legacy")])
+    cluster.create(HOSTS, host_body("node-1"))
+    wait_state(cluster, "node-1", "Up")
+
+    set_mode(cluster, "node-1", "local")
+    cond = cluster.wait_condition(HOSTS, "node-1", "DrainBlocked", status="True")
+    assert "vms/legacy" in cond["message"]
+    cluster.wait_field(HOSTS, "node-1", "status.drain.moved", predicate=lambda v: v and len(v) == 2)
+    h = host(cluster, "node-1")
+    assert h["status"]["state"] == "PreparingForMaintenance"
+    blocked = h["status"]["drain"]["blocked"]
+    assert [(b["name"], b["reason"].split(":")[0]) for b in blocked] == \
+        [("legacy", "InterfaceNotLiveMigratable")]
+    assert vmi_nodes(cluster)["legacy"] == "node-1"
+    assert "DrainBlocked" in cluster.event_reasons("node-1")
+
+    cluster.patch(HOSTS, "node-1", {"spec": {"maintenance": {"nonMigratablePolicy": "shutdown"}}})
+    h = wait_state(cluster, "node-1", "Maintenance")
+    assert [r["name"] for r in h["status"]["drain"]["shutDown"]] == ["legacy"]
+    vm = cluster.get(VMS, "legacy", NS)
+    assert vm is not None and vm["spec"]["runStrategy"] == "Halted"
+    assert "legacy" not in vmi_nodes(cluster)
+    assert {n for k, n in vmi_nodes(cluster).items()} <= {"node-2", "node-3"}
+
+
+def test_engine_host_refused_when_alone_then_the_engine_moves_first(cluster: Cluster) -> None:
+    engine = vm_body("engine", memory="2Gi", labels={"hostedengine.io/hostedengine": "he"})
+    start_vms_on(cluster, "node-1", [engine, vm_body("app-1"), vm_body("app-2")])
+    cluster.create(HOSTS, host_body("node-1", hostedEngine="deploy"))
+    cluster.create(HOSTS, host_body("node-2"))
+    cluster.create(HOSTS, host_body("node-3"))
+    wait_state(cluster, "node-1", "Up")
+    cluster.wait_field(HOSTS, "node-1", "status.hostedEngine.deployed", True)
+    assert node(cluster, "node-1")["metadata"]["labels"][ENGINE_LABEL] == "true"
+    assert host(cluster, "node-1")["status"]["hostedEngine"]["engineRunning"] is True
+
+    set_mode(cluster, "node-1", "local")
+    cond = cluster.wait_condition(HOSTS, "node-1", "MaintenanceRefused", status="True")
+    assert cond["reason"] == "EngineHasNoHost"
+    h = host(cluster, "node-1")
+    assert h["status"]["state"] == "Up"
+    assert not node(cluster, "node-1")["spec"].get("unschedulable")
+    assert not our_migrations(cluster, "node-1")
+    assert "MaintenanceRefused" in cluster.event_reasons("node-1")
+
+    # another host may run the engine: maintenance proceeds, the engine migrates first
+    cluster.patch(HOSTS, "node-2", {"spec": {"hostedEngine": "deploy"}})
+    wait_state(cluster, "node-1", "Maintenance")
+    assert conditions(host(cluster, "node-1"))["MaintenanceRefused"]["status"] == "False"
+    assert vmi_nodes(cluster)["engine"] == "node-2"
+    migrations = our_migrations(cluster, "node-1")
+    engine_migration = [m for m in migrations if m["spec"]["vmiName"] == "engine"]
+    assert engine_migration[0]["spec"]["addedNodeSelector"] == {ENGINE_LABEL: "true"}
+    first = engine_migration[0]["metadata"]["creationTimestamp"]
+    assert all(first <= m["metadata"]["creationTimestamp"] for m in migrations)  # engine first
+    host_ids = {host(cluster, n)["status"]["hostedEngine"].get("hostID") for n in ("node-1",
+                                                                                   "node-2")}
+    assert host_ids == {1, 2}
+
+    # undeploy of the engine's host moves the engine first, then drops the label
+    set_mode(cluster, "node-1", "none")
+    wait_state(cluster, "node-1", "Up")
+    cluster.patch(HOSTS, "node-2", {"spec": {"hostedEngine": "undeploy"}})
+    wait_for("engine back on node-1", lambda: vmi_nodes(cluster).get("engine") == "node-1")
+    wait_for("label removed from node-2", lambda: ENGINE_LABEL not in (
+        node(cluster, "node-2")["metadata"].get("labels") or {}))
+    cluster.wait_field(HOSTS, "node-2", "status.hostedEngine.deployed", False)
