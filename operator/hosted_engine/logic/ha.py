@@ -48,8 +48,9 @@ Guards (checked first, in this order)
 2. The active VMI's node (the engine's host) was fenced by someone else (e.g. the Host's own
    NonResponsive handling) -> EngineDown, counted as a failover, not a failure. (States that
    expect an engine: EngineStart ... LocalMaintenance.)
-3. A suspect host holding the active VMI, or the host the engine last ran on -> HostLost (not
-   from HostLost, Fencing, GlobalMaintenance, Degraded).
+3. A suspect host holding the active VMI, or the host the engine last ran on, or any suspect
+   host while in EngineDown -> HostLost (not from HostLost, Fencing, GlobalMaintenance,
+   Degraded).
 
 A step evaluates the new state at once after a transition (up to 8 times), except after an
 action on the world (Start/Stop/PowerOff/Migrate/RequestFence): its effect can only be seen in a
@@ -61,7 +62,7 @@ States and transitions
 EngineDown: no engine runs.
     Active VMI (started by KubeVirt's own runStrategy, by hand, or found after a restart) ->
     adopt it, no action: EngineStarting if Running, else EngineStart. VM object missing -> stay.
-    Suspect host -> HostLost. ``now < backoff_until`` -> stay (says until when). No host scores
+    ``now < backoff_until`` -> stay (says until when). No host scores
     > 0 -> stay, the reason lists every host's score, Degraded=True NoHostAvailable. Else
     StartEngine(best host; ties: the last host, then by name) -> EngineStart.
 EngineStart: start asked on ``host``; the VMI is not Running yet.
@@ -879,11 +880,9 @@ class _Run:
                 last_action_at=self.now,
             )
         else:
-            how = (
-                "not live-migratable"
-                if not self.obs.vm.live_migratable
-                else ("live migration failed recently")
-            )
+            how = "live migration failed recently"
+            if not self.obs.vm.live_migratable:
+                how = "not live-migratable"
             self.act(StopEngine(graceful=True))
             self.goto(
                 State.ENGINE_STOP,
@@ -917,12 +916,14 @@ def _guards(r: _Run) -> bool:
     if (
         state not in (State.HOST_LOST, State.FENCING, State.GLOBAL_MAINTENANCE, State.DEGRADED)
         and suspect is not None
-        and (r.active or suspect == r.mem.host)
+        and (r.active or suspect == r.mem.host or state is State.ENGINE_DOWN)
     ):
+        # EngineDown included: a start elsewhere must wait for the fence of that host.
         r.begin_failover(suspect)
         r.goto(
             State.HOST_LOST,
-            f"host {suspect} running the engine is lost ({_lost_why(r, suspect)})",
+            f"the engine's host {suspect} is lost or unhealthy ({_lost_why(r, suspect)}); "
+            "it must be fenced before the engine runs elsewhere",
             host=suspect,
             lost_host=suspect,
         )
@@ -951,18 +952,6 @@ def _engine_down(r: _Run) -> None:
         return
     if not r.obs.vm.exists:
         r.stay("waiting for the engine VirtualMachine to be created")
-        return
-    stale = r.unfenced_vmi_host()
-    if stale is not None:
-        r.begin_failover(stale)
-        why = _lost_why(r, stale)
-        r.goto(
-            State.HOST_LOST,
-            f"the last engine VMI ran on {stale}, which is lost or unhealthy ({why}): "
-            "it must be fenced before the engine starts elsewhere",
-            host=stale,
-            lost_host=stale,
-        )
         return
     if r.mem.backoff_until is not None and r.now < r.mem.backoff_until:
         r.stay(
