@@ -16,9 +16,9 @@ The formula follows ``ovirt-hosted-engine-ha`` ``agent/states.py`` (shared/refer
                                       fenced
     score = max(0, score)
 
-A score of 0 means "never place the engine here". Ties are broken deterministically (the host
-already running the engine first, then by name) because one central operator decides, unlike
-oVirt's agents, which all started on a tie and let the sanlock lease pick a winner.
+A score of 0 means "never place the engine here". Ties are broken deterministically (a preferred
+host, e.g. the one that last ran the engine, then by name) because one central operator decides,
+unlike oVirt's agents, which all started on a tie and let the sanlock lease pick a winner.
 
 Deliberate differences from oVirt:
 
