@@ -227,3 +227,69 @@ async def test_partitioned_node_keeps_the_guest_reachable(kvlab: KubeVirtLab) ->
     await kvlab.lab.settle(5)
     url = f"http://{vmi['status']['interfaces'][0]['ipAddress']}:8080"
     assert await _health(url) == (200, HEALTHY_BODY)
+
+
+async def test_engine_becomes_healthy_only_after_its_start_up_time(kvlab: KubeVirtLab) -> None:
+    annotations = {GUEST_HTTP_ANNOTATION: "engine",
+                   "lab.hostedengine.io/guest-startup-seconds": "60"}  # 0.6 s in tests
+    await kvlab.api.create(VMS, vm_body("engine", "Always", annotations=annotations), NS)
+    vmi = await kvlab.wait_phase("engine", "Running")
+    url = f"http://{vmi['status']['interfaces'][0]['ipAddress']}:8080"
+    status, text = await _health(url)
+    assert status == 503 and "DB Up" not in text
+
+    async def healthy() -> bool:
+        return (await _health(url))[0] == 200
+
+    await kvlab.wait(healthy)
+
+
+async def test_power_loss_then_recovery_restarts_the_vm(kvlab: KubeVirtLab) -> None:
+    """A rebooted node finds no domain: the VMI fails and runStrategy Always restarts it."""
+    await kvlab.api.create(VMS, vm_body("vm", "Always"), NS)
+    vmi = await kvlab.wait_phase("vm", "Running")
+    node = vmi["status"]["nodeName"]
+    await kvlab.lab.faults.fail_node(node)
+    await kvlab.lab.settle(5)
+    assert await kvlab.vmi_phase("vm") == "Running"  # the API cannot know yet
+    await kvlab.lab.faults.recover_node(node)
+    await kvlab.wait(lambda: _uid_changed(kvlab, "vm", vmi["metadata"]["uid"], "Running"),
+                     timeout=15)
+
+
+async def test_deleting_a_vm_stops_its_vmi_first(kvlab: KubeVirtLab) -> None:
+    await kvlab.api.create(VMS, vm_body("vm", "Always"), NS)
+    await kvlab.wait_phase("vm", "Running")
+    assert "kubevirt.io/virtualMachineControllerFinalizer" in \
+        (await kvlab.vm("vm"))["metadata"]["finalizers"]
+    await kvlab.api.delete(VMS, "vm", NS)
+
+    async def all_gone() -> bool:
+        pods = await kvlab.api.list(PODS, NS, label_selector="kubevirt.io=virt-launcher")
+        return (await kvlab.api.get(VMS, "vm", NS) is None and await kvlab.vmi("vm") is None
+                and not pods)
+
+    await kvlab.wait(all_gone)
+
+
+async def test_kubectl_columns_and_lab_status(kvlab: KubeVirtLab) -> None:
+    await kvlab.api.create(VMS, vm_body("vm", "Always"), NS)
+    await kvlab.wait_phase("vm", "Running")
+    await kvlab.wait_printable("vm", "Running")
+    table = await kvlab.lab.client.request(
+        "GET", f"/apis/kubevirt.io/v1/namespaces/{NS}/virtualmachines",
+        accept="application/json;as=Table;v=v1;g=meta.k8s.io")
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names[:4] == ["Name", "Age", "Status", "Ready"]
+    row = table["rows"][0]["cells"]
+    assert row[0] == "vm" and row[2] == "Running" and row[3] == "True"
+    async def reported() -> bool:
+        vms = (await kvlab.lab.faults.status())["vms"]
+        return bool(vms) and vms[0]["status"] == "Running"
+
+    await kvlab.wait(reported)
+    status = await kvlab.lab.faults.status()
+    [vm] = status["vms"]
+    assert (vm["name"], vm["status"], vm["phase"]) == ("vm", "Running", "Running")
+    assert vm["ip"].startswith("127.77.")
+    assert status["migrations"] == []

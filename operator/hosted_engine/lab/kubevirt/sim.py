@@ -293,7 +293,8 @@ class KubeVirtSim:
         for vmi in world.vmis.values():
             await self._guard(self._sync_vmi, vmi)
         await self._sync_migrations()
-        for uid in [u for u in self.guests if u not in {uid_of(v) for v in world.vmis.values()}]:
+        alive = {uid_of(v) for v in world.vmis.values()}
+        for uid in [u for u in self.guests if u not in alive]:
             await self._forget_guest(uid)
         await self.storage.sync()
 
