@@ -332,9 +332,21 @@ def chap_secret_keys(spec: StorageDomainSpec) -> list[tuple[str, str, list[str]]
     return [(ns, name, keys) for (ns, name), keys in wanted.items()]
 
 
-def _created(domain: StorageDomain) -> tuple[str, str]:
+def _seniority(domain: StorageDomain) -> tuple[str, int, int, str]:
+    """Who keeps a contested resource: the domain created first; within the same second
+    (timestamps have one-second resolution) the one already materialised, then the
+    hosted-engine domain, then by name."""
     ts = domain.metadata.creation_timestamp
-    return (ts.isoformat() if ts else "", domain.metadata.name)
+    materialised = domain.status.storage_class_name is not None and domain.status.state not in (
+        StorageDomainState.PENDING,
+        StorageDomainState.UNATTACHED,
+    )
+    return (
+        ts.isoformat() if ts else "",
+        0 if materialised else 1,
+        0 if domain.spec.role == StorageRole.HOSTED_ENGINE else 1,
+        domain.metadata.name,
+    )
 
 
 def _live(peers: Sequence[StorageDomain], own: str) -> list[StorageDomain]:
@@ -346,18 +358,19 @@ def _live(peers: Sequence[StorageDomain], own: str) -> list[StorageDomain]:
 def shared_target_problem(domain: StorageDomain, peers: Sequence[StorageDomain]) -> str | None:
     """The hosted-engine domain's iSCSI target is used by no other domain.
 
-    Of two domains sharing a target where one is the hosted-engine domain, the one created
-    later is refused (the earlier keeps working), whichever role it has.
+    Of two domains sharing a target where one is the hosted-engine domain, the junior one is
+    refused (see :func:`_seniority`: the one created first keeps working), whichever role it
+    has.
     """
     if domain.spec.iscsi is None:
         return None
     target = domain.spec.iscsi.target.lower()
-    mine = _created(domain)
+    mine = _seniority(domain)
     for peer in _live(peers, domain.metadata.name):
         if peer.spec.iscsi is None or peer.spec.iscsi.target.lower() != target:
             continue
         he_involved = StorageRole.HOSTED_ENGINE in (domain.spec.role, peer.spec.role)
-        if he_involved and _created(peer) < mine:
+        if he_involved and _seniority(peer) < mine:
             owner = (
                 f"the hosted-engine domain {peer.metadata.name}"
                 if peer.spec.role == StorageRole.HOSTED_ENGINE

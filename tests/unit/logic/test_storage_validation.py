@@ -278,3 +278,17 @@ def test_parse_reports_schema_errors_with_the_field() -> None:
     message = s.parse({"metadata": {"name": "x"}, "spec": {"type": "nfs", "capacity": "1Gi"}})
     assert isinstance(message, str)
     assert "nfs must be set" in message
+
+
+def test_same_second_the_materialised_domain_keeps_the_target() -> None:
+    data = iscsi("a-data", "data", "iqn.2026-01.io.example:t", T0)
+    he = iscsi("he", "hostedEngine", "iqn.2026-01.io.example:t", T0)
+    # neither materialised: the hosted-engine domain wins the tie
+    assert s.shared_target_problem(data, [he]) is not None
+    assert s.shared_target_problem(he, [data]) is None
+    # the data domain materialised first: it keeps the target, the newcomer is refused
+    live = data.model_copy(deep=True)
+    live.status.storage_class_name = "sd-a-data"
+    live.status.state = type(live.status.state)("Active")
+    assert s.shared_target_problem(live, [he]) is None
+    assert s.shared_target_problem(he, [live]) is not None
