@@ -6,6 +6,7 @@ Every failure the server reports is an :class:`ApiError`; :meth:`ApiError.status
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 REASONS = {
@@ -123,8 +124,6 @@ class FieldError:
 
     def __str__(self) -> str:
         if self.kind in ("Invalid value", "Unsupported value", "Duplicate value"):
-            import json
-
             text = f"{self.field}: {self.kind}: {json.dumps(self.value, default=str)}"
             return f"{text}: {self.detail}" if self.detail else text
         return f"{self.field}: {self.kind}: {self.detail}" if self.detail else (
