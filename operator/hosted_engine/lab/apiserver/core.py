@@ -431,7 +431,7 @@ class ApiCore:
         return Selector(q.get("labelSelector"), q.get("fieldSelector"), allowed)
 
     def list_objects(self, info: ResourceInfo, namespace: str | None, q: Mapping[str, str],
-             accept: str = "application/json") -> Obj:
+                     accept: str = "application/json") -> Obj:
         sel = self._selector(info, q)
         rv = str(self.store.rv)
         want_rv, match = q.get("resourceVersion", ""), q.get("resourceVersionMatch", "")
