@@ -724,14 +724,19 @@ class ApiCore:
         await self.admission.run(req)
         return req.object if req.object is not None else (obj or {})
 
+    def _existing(self, info: ResourceInfo, namespace: str, name: str) -> tuple[str, Obj]:
+        """(storage namespace, stored object) or 404."""
+        ns = namespace if info.namespaced else ""
+        obj = self.store.get(info.key, ns, name)
+        if obj is None:
+            raise not_found(info.group, info.plural, name)
+        return ns, obj
+
     async def update(self, info: ResourceInfo, namespace: str, name: str, body: Obj,
                      q: Mapping[str, str] | None = None, subresource: str = "",
                      _patched: bool = False) -> Obj:
         q = q or {}
-        ns = namespace if info.namespaced else ""
-        old = self.store.get(info.key, ns, name)
-        if old is None:
-            raise not_found(info.group, info.plural, name)
+        ns, old = self._existing(info, namespace, name)
         obj = dict(body)
         self._check_type(info, obj)
         meta = obj["metadata"] = dict(obj.get("metadata") or {})
@@ -899,10 +904,7 @@ class ApiCore:
     async def delete(self, info: ResourceInfo, namespace: str, name: str, options: Obj,
                      q: Mapping[str, str] | None = None) -> tuple[int, Obj]:
         q = q or {}
-        ns = namespace if info.namespaced else ""
-        old = self.store.get(info.key, ns, name)
-        if old is None:
-            raise not_found(info.group, info.plural, name)
+        ns, old = self._existing(info, namespace, name)
         old_meta = _meta(old)
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != old_meta.get("uid"):
