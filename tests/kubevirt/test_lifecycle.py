@@ -293,3 +293,55 @@ async def test_kubectl_columns_and_lab_status(kvlab: KubeVirtLab) -> None:
     assert (vm["name"], vm["status"], vm["phase"]) == ("vm", "Running", "Running")
     assert vm["ip"].startswith("127.77.")
     assert status["migrations"] == []
+
+
+async def test_guest_shutdown_restarts_always_but_not_rerun_on_failure(
+    kvlab: KubeVirtLab,
+) -> None:
+    """§1.1: Always respawns after a controlled stop; RerunOnFailure does not (Succeeded)."""
+    uids = {}
+    for name, strategy in (("a", "Always"), ("r", "RerunOnFailure")):
+        await kvlab.api.create(VMS, vm_body(name, strategy), NS)
+    for name in ("a", "r"):
+        uids[name] = (await kvlab.wait_phase(name, "Running"))["metadata"]["uid"]
+        await kvlab.kv.shutdown_guest(NS, name)
+    await kvlab.wait(lambda: _uid_changed(kvlab, "a", uids["a"], "Running"))
+    await kvlab.wait_printable("r", "Stopped")
+    await kvlab.lab.settle(5)
+    assert await kvlab.vmi("r") is None
+    # Starting a RerunOnFailure VM whose guest shut down is allowed.
+    await kvlab.subresource("r", "start")
+    await kvlab.wait(lambda: _uid_changed(kvlab, "r", uids["r"], "Running"))
+
+
+async def test_running_and_run_strategy_are_mutually_exclusive(kvlab: KubeVirtLab) -> None:
+    body = vm_body("both", "Always")
+    body["spec"]["running"] = True
+    with pytest.raises(ApiError) as info:
+        await kvlab.lab.client.create("kubevirt.io", "v1", "virtualmachines", body, NS)
+    assert info.value.code == 422 and "mutually exclusive" in info.value.message
+
+
+async def test_virt_handler_heartbeat_labels_nodes_schedulable(kvlab: KubeVirtLab) -> None:
+    """§1.10 step 3: a node whose virt-handler is silent past the threshold is marked
+    kubevirt.io/schedulable=false, and true again once it reports."""
+
+    async def label(node: str) -> str | None:
+        obj = await kvlab.api.get(NODES, node)
+        return ((obj or {}).get("metadata") or {}).get("labels", {}).get(
+            "kubevirt.io/schedulable")
+
+    async def all_true() -> bool:
+        return all([await label(f"node-{i}") == "true" for i in (1, 2, 3)])
+
+    await kvlab.wait(all_true)
+    obj = await kvlab.api.get(NODES, "node-2")
+    assert obj is not None and "kubevirt.io/heartbeat" in obj["metadata"]["annotations"]
+    await kvlab.lab.faults.partition_node("node-2")
+
+    async def unschedulable() -> bool:
+        return await label("node-2") == "false"
+
+    await kvlab.wait(unschedulable)
+    await kvlab.lab.faults.heal_partition("node-2")
+    await kvlab.wait(all_true)

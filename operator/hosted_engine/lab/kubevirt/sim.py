@@ -83,6 +83,8 @@ LAUNCHER_IMAGE = "quay.io/kubevirt/virt-launcher:v1.9.0"
 LAUNCHER_OVERHEAD = 200 * 1024**2
 DEFAULT_GRACE = 30  # types.go DefaultGracePeriodSeconds
 UNSCHEDULABLE_TARGET_TIMEOUT = 300.0  # a migration target pod that never schedules
+SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
+HEARTBEAT_ANNOTATION = "kubevirt.io/heartbeat"
 
 
 class SubresourceError(Exception):
@@ -172,6 +174,7 @@ class KubeVirtSim:
         self.link_bandwidth: float | None = None  # set_migration_bandwidth (None: timings)
         self.world = World()
         self._listening: set[str] = set()
+        self._heartbeats: dict[str, float] = {}
         from hosted_engine.lab.kubevirt.storage import StorageControllers
 
         self.storage = StorageControllers(self)
@@ -293,6 +296,7 @@ class KubeVirtSim:
         for vmi in world.vmis.values():
             await self._guard(self._sync_vmi, vmi)
         await self._sync_migrations()
+        await self._sync_handlers(world)
         alive = {uid_of(v) for v in world.vmis.values()}
         for uid in [u for u in self.guests if u not in alive]:
             await self._forget_guest(uid)
@@ -597,7 +601,11 @@ class KubeVirtSim:
             VM_NAME_LABEL: name_of(vmi),
             **(extra_labels or {}),
         }
-        node_selector = {**(spec.get("nodeSelector") or {}), **(added_selector or {})}
+        node_selector = {
+            **(spec.get("nodeSelector") or {}),
+            **(added_selector or {}),
+            SCHEDULABLE_LABEL: "true",
+        }
         affinity = _deep_copy(spec.get("affinity") or {})
         if avoid_node:
             not_source = {"key": "kubernetes.io/hostname", "operator": "NotIn",
@@ -790,6 +798,33 @@ class KubeVirtSim:
                       if f not in (VMI_FINALIZER, VM_CONTROLLER_FINALIZER)]
         await self.api.patch(VMIS, name_of(vmi), {"metadata": {"finalizers": finalizers}},
                              ns_of(vmi))
+
+    # -- virt-handler heartbeats and virt-controller's node controller ---------------------
+
+    async def _sync_handlers(self, world: World) -> None:
+        """virt-handler labels its node schedulable and writes a heartbeat while it reaches the
+        API; virt-controller marks a node whose heartbeat is older than the unresponsive
+        threshold ``kubevirt.io/schedulable=false`` (k8s-anchors §1.10 step 3)."""
+        now = self.now()
+        for name, node in world.nodes.items():
+            machine = self.machines.get(name)
+            connected = machine.connected() if machine is not None else True
+            labels = meta(node).get("labels") or {}
+            last = self._heartbeats.get(name)
+            if connected:
+                if last is None or now - last >= self.timings.virt_handler_heartbeat or \
+                        labels.get(SCHEDULABLE_LABEL) != "true":
+                    await self.api.patch(NODES, name, {"metadata": {
+                        "labels": {SCHEDULABLE_LABEL: "true"},
+                        "annotations": {HEARTBEAT_ANNOTATION: self.stamp()}}})
+                    self._heartbeats[name] = now
+                continue
+            if last is None:
+                self._heartbeats[name] = last = now
+            if now - last > self.timings.virt_handler_unresponsive and \
+                    labels.get(SCHEDULABLE_LABEL) != "false":
+                await self.api.patch(NODES, name,
+                                     {"metadata": {"labels": {SCHEDULABLE_LABEL: "false"}}})
 
     # -- migrations -------------------------------------------------------------------------
 
@@ -1048,6 +1083,16 @@ class KubeVirtSim:
             await self._kill_guest(guest)
         await self._set_phase(vmi, "Failed", reason="GuestCrashed")
         await self._event(vmi, VMIS, "Warning", "Stopped", "The VirtualMachineInstance crashed.")
+
+    async def shutdown_guest(self, namespace: str, name: str) -> None:
+        """The guest powers itself off (``poweroff`` inside the VM): the VMI Succeeds."""
+        vmi = await self._vmi_named(namespace, name)
+        guest = self.guests.get(uid_of(vmi))
+        if guest is not None:
+            await self._kill_guest(guest)
+        await self._set_phase(vmi, "Succeeded", reason="GuestShutdown")
+        await self._event(vmi, VMIS, "Normal", "Stopped",
+                          "The VirtualMachineInstance was shut down.")
 
     async def hang_guest(self, namespace: str, name: str) -> None:
         """The guest stops answering (connections are accepted, never answered)."""
