@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,10 +45,17 @@ PROBE_TIMEOUT: Final = 2.0
 # The probe
 
 
+_PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-probe")
+
+
+def _shown(host: str, port: int) -> tuple[str, str]:
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return address, (f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+
+
 def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> logic.EndpointResult:
     """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    address, shown = _shown(host, port)
     try:
         with socket.create_connection((address, port), timeout=timeout):
             return logic.EndpointResult(shown, True)
@@ -60,7 +69,18 @@ def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> logic.End
 def probe_all(
     endpoints: Sequence[tuple[str, int]], timeout: float = PROBE_TIMEOUT
 ) -> list[logic.EndpointResult]:
-    return [probe_tcp(host, port, timeout) for host, port in endpoints]
+    """Probe every endpoint at once. Name resolution has no timeout of its own, so each probe
+    runs in a worker and counts as unanswered when it has not finished in time."""
+    futures = [(host, port, _PROBES.submit(probe_tcp, host, port, timeout))
+               for host, port in endpoints]
+    out = []
+    for host, port, future in futures:
+        try:
+            out.append(future.result(timeout=timeout + 1.0))
+        except FutureTimeout:
+            shown = _shown(host, port)[1]
+            out.append(logic.EndpointResult(shown, False, f"no answer within {timeout:g}s"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,8 +306,8 @@ class StorageDomainReconciler:
         for notice in decision.events:
             self.api.event(body, notice)
         return Outcome(
-            storage_class=decision.delete_storage_class,
-            volumes=decision.delete_volumes,
+            storage_class=decision.storage_class_name or None,
+            volumes=[str((v.get("metadata") or {}).get("name")) for v in observed.volumes],
             released=decision.release,
         )
 

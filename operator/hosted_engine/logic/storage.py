@@ -1067,6 +1067,8 @@ def _message(status: StorageDomainStatus) -> str:
 class DeletionDecision:
     release: bool
     status: StorageDomainStatus | None
+    storage_class_name: str = ""
+    """The class claims of the domain name (to route their watch events while held)."""
     delete_volumes: list[str] = field(default_factory=list)
     delete_storage_class: str | None = None
     events: list[Notice] = field(default_factory=list)
@@ -1099,9 +1101,9 @@ def decide_deletion(body: Mapping[str, Any], observed: Observed, now: datetime) 
         status.state = StorageDomainState.LOCKED
         status.message = f"being deleted; in use by {users}"[:1024]
         events = transition_events(old.conditions, status.conditions)
-        return DeletionDecision(False, status, events=events)
+        return DeletionDecision(False, status, class_name, events=events)
     volumes = sorted(str(_meta(v).get("name")) for v in observed.volumes)
     storage_class = own_class if observed.storage_class is not None else None
     events = [Notice("Normal", REASON_DELETION_PENDING,
                      f"no claim uses the domain; deleting {len(volumes)} volume(s)")]
-    return DeletionDecision(True, None, volumes, storage_class, events)
+    return DeletionDecision(True, None, class_name, volumes, storage_class, events)
