@@ -438,6 +438,11 @@ class Notifications(SpecModel):
     smtp_timeout: Annotated[Duration, DurationRange(minimum="1s", maximum="5m")] = duration_field(
         "10s", "SMTP connection timeout"
     )
+    ca_bundle_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key with the PEM CA bundle that signs the SMTP server's certificate "
+        "(default: the system's trust store).",
+    )
 
     @field_validator("state_transition")
     @classmethod
@@ -501,6 +506,10 @@ class HostedEngineSpec(SpecModel):
     )
     notifications: Notifications | None = None
     upgrade_policy: UpgradePolicy = Field(default_factory=UpgradePolicy)
+    reset_seq: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="Raise it to leave Degraded by hand: the operator tries to start again.",
+    )
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -604,20 +613,71 @@ class FenceRequest(StatusModel):
     result: ShortText | None = None
 
 
-class HaMemory(StatusModel):
-    """What the HA state machine keeps between two decisions (survives restarts)."""
+class FailoverRecord(StatusModel):
+    """Timings of the last failover (detection, fence, reschedule, boot)."""
 
-    state_since: datetime | None = None
-    start_attempts: Annotated[int, Field(ge=0)] = 0
-    last_start_at: datetime | None = None
+    from_host: str | None = Field(default=None, max_length=253)
+    to_host: str | None = Field(default=None, max_length=253)
+    lost_at: datetime | None = None
+    detected_at: datetime | None = None
+    fenced_at: datetime | None = None
+    started_at: datetime | None = None
+    healthy_at: datetime | None = None
+
+
+class FailedStartMemo(StatusModel):
+    host: str = Field(max_length=253)
+    at: datetime
+
+
+class PlacementMemo(StatusModel):
+    host: str = Field(max_length=253)
+    score: Annotated[int, Field(ge=0, le=3400)] = 0
+
+
+class ConditionMemo(StatusModel):
+    """The conditions the HA machine last sent (it re-sends only what changes)."""
+
+    type: ShortText
+    status: ShortText
+    reason: ShortText
+    message: Annotated[str, Field(max_length=32768)] = ""
+
+
+class HaMemory(StatusModel):
+    """What the HA state machine keeps between two decisions (survives restarts).
+
+    Mirrors ``hosted_engine.logic.ha.memory_to_dict`` field for field, so the API server's
+    pruning keeps all of it.
+    """
+
+    state: ShortText | None = None
+    since: datetime | None = None
+    host: str | None = Field(default=None, max_length=253)
+    reason: Annotated[str, Field(max_length=32768)] | None = None
+    attempts: Annotated[int, Field(ge=0)] = 0
     backoff_until: datetime | None = None
-    started_on: str | None = Field(default=None, max_length=253)
-    health_failures: Annotated[int, Field(ge=0)] = 0
-    bad_health_since: datetime | None = None
-    last_healthy_at: datetime | None = None
-    stop_requested_at: datetime | None = None
-    fence: FenceRequest | None = None
-    last_transition_reason: LongText | None = None
+    failed_starts: list[FailedStartMemo] = Field(default_factory=list, max_length=256)
+    start_requested_at: datetime | None = None
+    healthy_since: datetime | None = None
+    last_action_at: datetime | None = None
+    lost_host: str | None = Field(default=None, max_length=253)
+    fenced_host: str | None = Field(default=None, max_length=253)
+    abandoned_host: str | None = Field(default=None, max_length=253)
+    migration_target: str | None = Field(default=None, max_length=253)
+    migration_failed_at: datetime | None = None
+    reminder_at: datetime | None = None
+    notice: Annotated[str, Field(max_length=1024)] | None = None
+    seen_running: bool | None = None
+    seen_power_off: bool | None = None
+    user_action: ShortText | None = None
+    refusal: Annotated[str, Field(max_length=4096)] | None = None
+    reset_seq: Annotated[int, Field(ge=0)] = 0
+    placement: list[PlacementMemo] = Field(default_factory=list, max_length=128)
+    conditions: list[ConditionMemo] = Field(default_factory=list, max_length=16)
+    failover: FailoverRecord | None = None
+    last_failover: FailoverRecord | None = None
+    failovers: Annotated[int, Field(ge=0)] = 0
 
 
 class UpgradeStepName(StrEnum):
@@ -674,18 +734,6 @@ class SparesStatus(StatusModel):
     required: Annotated[int, Field(ge=0)] = 0
     available: Annotated[int, Field(ge=0)] = 0
     hosts: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=128)
-
-
-class FailoverRecord(StatusModel):
-    """Timings of the last failover (detection, fence, reschedule, boot)."""
-
-    from_host: str | None = Field(default=None, max_length=253)
-    to_host: str | None = Field(default=None, max_length=253)
-    lost_at: datetime | None = None
-    detected_at: datetime | None = None
-    fenced_at: datetime | None = None
-    started_at: datetime | None = None
-    healthy_at: datetime | None = None
 
 
 class NotificationStatus(StatusModel):
