@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hosted_engine.lab.sim.placement import (
+    feasible_nodes_to_find,
     filter_reasons,
     pod_requests,
     schedule,
@@ -270,3 +271,17 @@ def test_failed_scheduling_message_counts_reasons_like_kube_scheduler() -> None:
         "1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }, "
         "1 node(s) were unschedulable."
     )
+
+
+def test_large_clusters_filter_only_an_adaptive_share_of_nodes() -> None:
+    """kube-scheduler's percentageOfNodesToScore default (adaptive): kubernetes.io/docs/
+    concepts/scheduling-eviction/scheduler-perf-tuning/."""
+    assert feasible_nodes_to_find(50) == 50
+    assert feasible_nodes_to_find(100) == 100
+    assert feasible_nodes_to_find(1000) == 420
+    assert feasible_nodes_to_find(5000) == 500
+    nodes = [node(f"n{i:04d}") for i in range(1000)]
+    decision = schedule(pod(), nodes, {}, start=990)
+    assert decision.processed == 420
+    # the search wrapped around from node 990 and the least loaded, first-named node won
+    assert decision.node == "n0000"

@@ -28,6 +28,7 @@ import base64
 import contextlib
 import logging
 import os
+import random
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -213,7 +214,8 @@ class Kubelet:
                 return
         if now >= self.next_lease:
             await self._renew_lease(node_obj)
-            self.next_lease = now + self.timings.lease_interval
+            # client-go's lease controller renews with a 4 % jitter (wait.JitterUntil)
+            self.next_lease = now + self.timings.lease_interval * (1 + 0.04 * random.random())
         await self._post_node_status(node_obj, now)
         seen: set[str] = set()
         for pod in pods:

@@ -31,6 +31,7 @@ import importlib
 import logging
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,8 +93,11 @@ class LocalApi:
 
     def __init__(self, client: LocalClient) -> None:
         self.client = client
+        #: requests sent, by verb (the benchmark's API request rate)
+        self.requests: Counter[str] = Counter()
 
     async def get(self, res: Res, name: str, namespace: str | None = None) -> Obj | None:
+        self.requests["get"] += 1
         try:
             return await self.client.get(res.group, res.version, res.plural, name, namespace)
         except ApiError as exc:
@@ -108,6 +112,7 @@ class LocalApi:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[Obj]:
+        self.requests["list"] += 1
         result = await self.client.list(
             res.group, res.version, res.plural, namespace, label_selector, field_selector
         )
@@ -115,6 +120,7 @@ class LocalApi:
         return items
 
     async def create(self, res: Res, body: Obj, namespace: str | None = None) -> Obj | None:
+        self.requests["create"] += 1
         try:
             return await self.client.create(res.group, res.version, res.plural, body, namespace)
         except ApiError as exc:
@@ -131,6 +137,7 @@ class LocalApi:
         subresource: str | None = None,
         patch_type: str | None = None,
     ) -> Obj | None:
+        self.requests["patch"] += 1
         kind = patch_type or ("strategic" if res.group in _BUILTIN_GROUPS else "merge")
         try:
             return await self.client.patch(
@@ -152,6 +159,7 @@ class LocalApi:
         uid: str | None = None,
         propagation: str | None = None,
     ) -> bool:
+        self.requests["delete"] += 1
         try:
             await self.client.delete(
                 res.group,

@@ -10,7 +10,7 @@ BalancedAllocation x1, each normalised to 0-100. Ties go to the first node name,
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +59,14 @@ def occupies_node(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
 
 
-def used_by_node(pods: Iterable[Obj]) -> dict[str, Counter[str]]:
+def used_by_node(
+    pods: Iterable[Obj], requests: Callable[[Obj], Mapping[str, int]] = pod_requests
+) -> dict[str, Counter[str]]:
     used: dict[str, Counter[str]] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if node and occupies_node(pod):
-            used.setdefault(node, Counter()).update(pod_requests(pod))
+            used.setdefault(node, Counter()).update(requests(pod))
     return used
 
 
@@ -167,8 +169,16 @@ def describe_taint(taint: Obj) -> str:
 # -- filters, scores, choice -------------------------------------------------------------------
 
 
-def filter_reasons(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[str]:
-    """Why ``pod`` cannot go to ``node`` (kube-scheduler's messages); empty when it fits."""
+def filter_reasons(
+    pod: Obj,
+    node: Obj,
+    used: Mapping[str, int],
+    requests: Mapping[str, int] | None = None,
+    allocatable: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Why ``pod`` cannot go to ``node`` (kube-scheduler's messages); empty when it fits.
+
+    ``requests`` and ``allocatable`` may be passed precomputed (the scheduler caches them)."""
     tolerations = pod_tolerations(pod)
     if (node.get("spec") or {}).get("unschedulable") and not tolerated(
         tolerations, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
@@ -179,9 +189,12 @@ def filter_reasons(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[str]:
             return [f"node(s) had untolerated taint {describe_taint(taint)}"]
     if not matches_node_selection(pod, node):
         return ["node(s) didn't match Pod's node affinity/selector"]
-    allocatable = node_allocatable(node)
+    if allocatable is None:
+        allocatable = node_allocatable(node)
+    if requests is None:
+        requests = pod_requests(pod)
     reasons = []
-    for name, amount in sorted(pod_requests(pod).items()):
+    for name, amount in sorted(requests.items()):
         if used.get(name, 0) + amount > allocatable.get(name, 0):
             reasons.append("Too many pods" if name == "pods" else f"Insufficient {name}")
     return reasons
@@ -196,9 +209,9 @@ def _normalise(raw: Mapping[str, float], reverse: bool = False) -> dict[str, flo
     return {k: v * 100.0 / top for k, v in raw.items()}
 
 
-def _fractions(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[float]:
-    allocatable = node_allocatable(node)
-    requests = pod_requests(pod)
+def _fractions(
+    requests: Mapping[str, int], allocatable: Mapping[str, int], used: Mapping[str, int]
+) -> list[float]:
     out = []
     for name in ("cpu", "memory"):
         alloc = allocatable.get(name, 0)
@@ -208,8 +221,14 @@ def _fractions(pod: Obj, node: Obj, used: Mapping[str, int]) -> list[float]:
 
 
 def scores(
-    pod: Obj, nodes: Sequence[Obj], used: Mapping[str, Mapping[str, int]]
+    pod: Obj,
+    nodes: Sequence[Obj],
+    used: Mapping[str, Mapping[str, int]],
+    requests: Mapping[str, int] | None = None,
+    allocatable: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, float]:
+    if requests is None:
+        requests = pod_requests(pod)
     names = [n["metadata"]["name"] for n in nodes]
     by_name = dict(zip(names, nodes, strict=True))
     affinity = _normalise({n: float(preferred_weight(pod, by_name[n])) for n in names})
@@ -229,7 +248,10 @@ def scores(
     )
     total: dict[str, float] = {}
     for n in names:
-        fractions = _fractions(pod, by_name[n], used.get(n, {}))
+        alloc = (allocatable or {}).get(n)
+        if alloc is None:
+            alloc = node_allocatable(by_name[n])
+        fractions = _fractions(requests, alloc, used.get(n, {}))
         least = 100.0 * sum(1.0 - f for f in fractions) / len(fractions) if fractions else 0.0
         balanced = 100.0
         if len(fractions) == 2:
@@ -242,22 +264,58 @@ def scores(
 class Decision:
     node: str | None
     message: str = ""
+    #: how many nodes the filters looked at
+    processed: int = 0
 
 
-def schedule(pod: Obj, nodes: Sequence[Obj], used: Mapping[str, Mapping[str, int]]) -> Decision:
-    """The node for ``pod``, or why none fits (the FailedScheduling message)."""
+def feasible_nodes_to_find(total: int) -> int:
+    """kube-scheduler's adaptive percentageOfNodesToScore: filtering stops once this many
+    feasible nodes are found (all nodes below 100; 50 % minus 1 % per 125 nodes, at least 5 %
+    and at least 100 nodes)."""
+    if total < 100:
+        return total
+    percentage = max(5.0, 50.0 - total / 125.0)
+    return max(100, int(total * percentage / 100))
+
+
+def schedule(
+    pod: Obj,
+    nodes: Sequence[Obj],
+    used: Mapping[str, Mapping[str, int]],
+    requests: Mapping[str, int] | None = None,
+    allocatable: Mapping[str, Mapping[str, int]] | None = None,
+    start: int = 0,
+) -> Decision:
+    """The node for ``pod``, or why none fits (the FailedScheduling message).
+
+    Filtering starts at node index ``start`` and stops after
+    :func:`feasible_nodes_to_find` feasible nodes, as kube-scheduler does; the caller rotates
+    ``start`` by :attr:`Decision.processed` between pods.
+    """
+    if requests is None:
+        requests = pod_requests(pod)
     feasible: list[Obj] = []
     failures: Counter[str] = Counter()
-    for node in nodes:
-        reasons = filter_reasons(pod, node, used.get(node["metadata"]["name"], {}))
+    total = len(nodes)
+    wanted = feasible_nodes_to_find(total)
+    processed = 0
+    for offset in range(total):
+        node = nodes[(start + offset) % total]
+        name = node["metadata"]["name"]
+        processed += 1
+        reasons = filter_reasons(
+            pod, node, used.get(name, {}), requests, (allocatable or {}).get(name)
+        )
         if reasons:
             failures.update(reasons)
         else:
             feasible.append(node)
+            if len(feasible) >= wanted:
+                break
     if not feasible:
         detail = ", ".join(f"{count} {reason}" for reason, count in sorted(failures.items()))
-        message = f"0/{len(nodes)} nodes are available"
-        return Decision(None, f"{message}: {detail}." if detail else f"{message}.")
-    ranked = scores(pod, feasible, used)
+        message = f"0/{total} nodes are available"
+        return Decision(None, f"{message}: {detail}." if detail else f"{message}.", processed)
+    ranked = scores(pod, feasible, used, requests, allocatable)
     best = min(ranked, key=lambda name: (-round(ranked[name], 6), name))
-    return Decision(best)
+    return Decision(best, "", processed)

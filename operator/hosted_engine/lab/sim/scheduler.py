@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from hosted_engine.lab.sim.api import (
     record_event,
     rfc3339,
 )
-from hosted_engine.lab.sim.placement import pod_requests, schedule, used_by_node
+from hosted_engine.lab.sim.placement import node_allocatable, pod_requests, schedule, used_by_node
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,45 @@ class Scheduler:
         self.wall = wall
         #: pod uid -> (loop time of the last attempt, cluster fingerprint then)
         self.attempts: dict[str, tuple[float, tuple[Any, ...]]] = {}
+        #: pod uid -> effective requests (a pod's containers are immutable)
+        self._requests: dict[str, dict[str, int]] = {}
+        #: node name -> (resourceVersion, allocatable)
+        self._allocatable: dict[str, tuple[Any, dict[str, int]]] = {}
+        #: kube-scheduler's nextStartNodeIndex
+        self.next_start = 0
+
+    def requests_of(self, pod: Mapping[str, Any]) -> dict[str, int]:
+        uid = str(meta(pod).get("uid"))
+        cached = self._requests.get(uid)
+        if cached is None:
+            cached = self._requests[uid] = pod_requests(pod)
+        return cached
+
+    def _allocatables(self, nodes: Sequence[Obj]) -> dict[str, dict[str, int]]:
+        out = {}
+        for node in nodes:
+            name, rv = name_of(node), meta(node).get("resourceVersion")
+            cached = self._allocatable.get(name)
+            if cached is None or cached[0] != rv:
+                cached = self._allocatable[name] = (rv, node_allocatable(node))
+            out[name] = cached[1]
+        return out
 
     async def reconcile(self, nodes: Sequence[Obj], pods: Sequence[Obj], now: float) -> None:
         pending = [p for p in pods if wants_scheduling(p)]
         live = {str(meta(p).get("uid")) for p in pending}
         for uid in set(self.attempts) - live:
             del self.attempts[uid]
+        if len(self._requests) > 2 * len(pods) + 1000:
+            present = {str(meta(p).get("uid")) for p in pods}
+            self._requests = {u: r for u, r in self._requests.items() if u in present}
         if not pending:
             return
         pending.sort(
             key=lambda p: (str(meta(p).get("creationTimestamp", "")), ns_of(p), name_of(p))
         )
-        used = used_by_node(pods)
+        used = used_by_node(pods, self.requests_of)
+        allocatable = self._allocatables(nodes)
         fingerprint = (
             tuple((name_of(n), meta(n).get("resourceVersion")) for n in nodes),
             sum(1 for p in pods if (p.get("spec") or {}).get("nodeName")),
@@ -76,7 +103,10 @@ class Scheduler:
                 and now - last[0] < self.timings.scheduler_retry
             ):
                 continue
-            decision = schedule(pod, nodes, used)
+            requests = self.requests_of(pod)
+            decision = schedule(pod, nodes, used, requests, allocatable, self.next_start)
+            if nodes:
+                self.next_start = (self.next_start + decision.processed) % len(nodes)
             if decision.node is None:
                 self.attempts[uid] = (now, fingerprint)
                 await self._unschedulable(pod, decision.message)
@@ -84,7 +114,7 @@ class Scheduler:
             bound = await self._bind(pod, decision.node)
             if bound:
                 self.attempts.pop(uid, None)
-                used.setdefault(decision.node, Counter()).update(pod_requests(pod))
+                used.setdefault(decision.node, Counter()).update(requests)
 
     async def _bind(self, pod: Obj, node: str) -> bool:
         m = meta(pod)
