@@ -3,6 +3,13 @@
 ``hosted-engine run`` imports this package and runs kopf with the handlers it registers.
 """
 
-from hosted_engine.handlers import backup, host, hostedengine, startup, storagedomain
+from hosted_engine.handlers import (
+    backup,
+    host,
+    hostedengine,
+    rollingmaintenance,
+    startup,
+    storagedomain,
+)
 
-__all__ = ["backup", "host", "hostedengine", "startup", "storagedomain"]
+__all__ = ["backup", "host", "hostedengine", "rollingmaintenance", "startup", "storagedomain"]

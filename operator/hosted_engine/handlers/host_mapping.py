@@ -41,6 +41,7 @@ from hosted_engine.logic import host_lifecycle as lc
 from hosted_engine.models.conditions import get_condition
 from hosted_engine.models.host import (
     FENCE_REQUEST_ANNOTATION,
+    MAINTENANCE_REQUEST_ANNOTATION,
     BlockedVm,
     DrainStatus,
     FencePhase,
@@ -286,6 +287,7 @@ def targets(world: World, node: str) -> list[dr.TargetHost]:
             in_maintenance=host is not None and (
                 host_state(host) in {s.value for s in MAINTENANCE_STATES}
                 or (spec_of(host).get("maintenance") or {}).get("mode") == "local"
+                or bool((meta(host).get("annotations") or {}).get(MAINTENANCE_REQUEST_ANNOTATION))
             ),
             may_run_engine=engine_host_node(obj, host),
         ))
@@ -314,6 +316,14 @@ def cluster_health(world: World) -> lc.ClusterHealth:
     nodes = [host_node(h) for h in world.hosts.values()]
     ready = sum(1 for n in nodes if node_ready(world.nodes.get(n))[0] is True)
     return lc.ClusterHealth(total_hosts=max(1, len(nodes)), ready_hosts=ready)
+
+
+def maintenance_mode(host: Host) -> lc.MaintenanceMode:
+    """``local`` when the spec asks for it or the operator does (the maintenance-request
+    annotation of a rolling maintenance run), else ``none``."""
+    if host.metadata.annotations.get(MAINTENANCE_REQUEST_ANNOTATION, "").strip():
+        return lc.MaintenanceMode.LOCAL
+    return lc.MaintenanceMode(host.spec.maintenance.mode.value)
 
 
 def fence_request(host: Host) -> tuple[str, str] | None:
@@ -359,7 +369,7 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
     return lc.HostObservation(
         host=name,
         now=now,
-        mode=lc.MaintenanceMode(maintenance.mode.value),
+        mode=maintenance_mode(host),
         node=lc.NodeObservation(
             exists=node is not None,
             ready=ready,
@@ -610,6 +620,7 @@ __all__ = [
     "World",
     "drain_status",
     "fencing_status",
+    "maintenance_mode",
     "merge_patch",
     "node_status",
     "observe",

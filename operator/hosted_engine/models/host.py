@@ -13,6 +13,12 @@ Power actions are requested with annotations, not spec fields (they are imperati
 Fencing is requested by whoever needs it (the HostedEngine, the Host's own NonResponsive
 handling) with ``hostedengine.io/fence-request: <requester>/<request id>``; the result is in
 ``status.fencing`` with the same ``requestId``. One fence at a time per host.
+
+Maintenance is requested by the user with ``spec.maintenance.mode: local``, or by another part
+of the operator (a RollingMaintenance run) with the annotation
+``hostedengine.io/maintenance-request: <requester>/<name>`` (e.g. ``rolling/nightly``), which the
+Host honours exactly like mode ``local`` (same drain, progress in ``status.drain``); removing the
+annotation cancels or ends that maintenance unless the spec itself asks for it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from hosted_engine.models.conditions import ObjectStatus
 POWER_ACTION_ANNOTATION = f"{API_GROUP}/power-action"
 POWER_ACTION_ID_ANNOTATION = f"{API_GROUP}/power-action-id"
 FENCE_REQUEST_ANNOTATION = f"{API_GROUP}/fence-request"
+MAINTENANCE_REQUEST_ANNOTATION = f"{API_GROUP}/maintenance-request"
+"""Maintenance asked for by the operator itself (rolling maintenance), honoured like mode local."""
 HOSTED_ENGINE_NODE_LABEL = f"{API_GROUP}/hosted-engine"
 """Label put on the Node of a Host deployed for the hosted engine (value ``"true"``)."""
 HOST_GROUP_LABEL = f"{API_GROUP}/group"

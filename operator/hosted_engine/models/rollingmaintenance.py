@@ -210,6 +210,7 @@ class StageResult(StatusModel):
 class HostRunState(StrEnum):
     PENDING = "Pending"
     PRE_FLIGHT = "PreFlight"
+    READY = "Ready"  # PreFlight passed, waiting for its turn in its group
     PRE_MAINTENANCE = "PreMaintenance"
     ENTERING_MAINTENANCE = "EnteringMaintenance"
     MAINTENANCE = "Maintenance"
@@ -218,6 +219,7 @@ class HostRunState(StrEnum):
     SUCCEEDED = "Succeeded"
     SKIPPED = "Skipped"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"  # not started (or aborted) because the run stopped
 
 
 class HostProgress(StatusModel):
@@ -282,6 +284,11 @@ class RollingMaintenanceStatus(ObjectStatus):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["host"]},
     )
     capacity_check: CapacityCheck | None = None
+    stopping: bool = Field(
+        default=False,
+        description="A host failed without forced: nothing new starts, the hosts under way "
+        "finish, then the run ends Failed.",
+    )
     message: LongText | None = None
 
 
