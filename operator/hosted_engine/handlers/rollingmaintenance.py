@@ -8,10 +8,11 @@ How it runs
     its hook Jobs, the next timeout of the run, or at the latest every ``spec.pollInterval``
     (CloudStack's ping interval). The decisions are
     :func:`hosted_engine.logic.rolling.step`'s; this module carries out its actions and keeps
-    the planner's state in ``status`` (:mod:`.rollingmaintenance_mapping`), written *before*
-    the actions are carried out: a restarted operator resumes where the run stopped, a stage
-    whose result is recorded never runs again, and a hook whose Job was already created is found
-    again by its deterministic name.
+    the planner's state in ``status`` (:mod:`.rollingmaintenance_mapping`), written once the
+    actions are carried out (so what the status says is done); all actions are idempotent: a
+    restarted operator resumes where the run stopped, a stage whose result is recorded never
+    runs again, and a hook whose Job was already created is found again by its deterministic
+    name.
 
 Contracts with the rest of the operator
     * Maintenance of a Host: the annotation ``hostedengine.io/maintenance-request:
@@ -45,8 +46,8 @@ import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -62,7 +63,7 @@ from hosted_engine.adapters.jobs import (
     operator_namespace,
 )
 from hosted_engine.adapters.kube import KubeError, NotFound
-from hosted_engine.adapters.kubevirt import meta, resource_version, status_of
+from hosted_engine.adapters.kubevirt import HOSTS, meta, resource_version, status_of
 from hosted_engine.adapters.rolling import ROLLINGMAINTENANCES, RollingKube, request_value
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers import rollingmaintenance_mapping as rm
@@ -154,6 +155,8 @@ class RollingReconciler:
         if state is not None and state.terminal:
             self._converge(name, state, world)
             return Outcome(wait=INVALID_WAIT, done=True)
+        if state is None:
+            world = self._fresh_hosts(world)
         poll = obj.spec.poll_interval.timedelta.total_seconds()
         obs = rl.RollingObservation(
             run_name=name,
@@ -182,7 +185,6 @@ class RollingReconciler:
             "observed_generation": generation,
             "capacity_check": obj.status.capacity_check or _capacity(new, obs, spec, now),
         })
-        self._write(name, body, obj.status.to_dict(), status.to_dict())
 
         # carry out what was decided (all idempotent)
         namespace = obj.spec.hooks_namespace or operator_namespace()
@@ -193,10 +195,20 @@ class RollingReconciler:
                     self._run_hook(body, namespace, sources, action, world)
                 elif isinstance(action, rl.DeleteHook):
                     self.jobs.delete(namespace, action.job_name)
+                elif isinstance(action, rl.EnterMaintenance | rl.EndMaintenance):
+                    on = isinstance(action, rl.EnterMaintenance)
+                    self.api.request_maintenance(action.host, name, on)
+                elif isinstance(action, rl.DisableGroupScheduling | rl.EnableGroupScheduling):
+                    on = isinstance(action, rl.DisableGroupScheduling)
+                    for host_name in action.hosts:
+                        host = world.hosts.get(host_name)
+                        if host is not None and host.node:
+                            self.api.steer(host.node, name, on)
             except KubeError as exc:
                 log.warning("rolling %s: %s failed: %s", name, type(action).__name__, exc)
                 events.append(("Warning", "HookJobFailed", f"{type(action).__name__}: {exc}"))
-        self._converge(name, new, world)
+        self._converge(name, new, world, result.actions)
+        self._write(name, body, obj.status.to_dict(), status.to_dict())
         for type_, reason, message in events:
             self.api.event(body, type_, reason, message)
         if new.terminal:
@@ -206,6 +218,17 @@ class RollingReconciler:
         if deadline is not None:
             wait = min(wait, deadline + MIN_WAIT)
         return Outcome(wait=max(MIN_WAIT, wait))
+
+    def _fresh_hosts(self, world: rm.World) -> rm.World:
+        """The Hosts as the API has them now: the start of a run (whole-scope checks, hosts
+        not Up) is decided once, on what the watch may not have delivered yet."""
+        try:
+            hosts = self.kube.list(HOSTS)
+        except KubeError as exc:
+            log.warning("rolling: listing Hosts failed: %s", exc)
+            return world
+        fresh = {str(meta(h).get("name")): rm.host_info(h) for h in hosts}
+        return replace(world, hosts=fresh)
 
     def _job_views(self, name: str, state: rl.RunState | None,
                    world: rm.World) -> dict[str, rl.JobView]:
@@ -255,14 +278,20 @@ class RollingReconciler:
         )
         self.jobs.create(body, owner)
 
-    def _converge(self, name: str, state: rl.RunState, world: rm.World) -> None:
-        """Make the Hosts' maintenance requests and the Nodes' steer taints match the state."""
+    def _converge(self, name: str, state: rl.RunState, world: rm.World,
+                  done: Iterable[rl.Action] = ()) -> None:
+        """Make the Hosts' maintenance requests and the Nodes' steer taints match the state
+        (after a crash between the status write and the actions); hosts an action of this
+        reconcile just handled are left alone (the watched copy may not show it yet)."""
         value = request_value(name)
         requests = rm.wanted_requests(state)
         steer = rm.wanted_steer(state)
+        handled = {a.host for a in done if isinstance(a, rl.EnterMaintenance | rl.EndMaintenance)}
+        handled |= {h for a in done if isinstance(
+            a, rl.DisableGroupScheduling | rl.EnableGroupScheduling) for h in a.hosts}
         for host_name in rm.host_names(state):
             host = world.hosts.get(host_name)
-            if host is None:
+            if host is None or host_name in handled:
                 continue
             try:
                 want = host_name in requests

@@ -52,6 +52,7 @@ class _JobState:
 
     outcomes: dict[str, str] = field(default_factory=dict)  # pod uid -> Succeeded / Failed
     indexes: dict[str, int] = field(default_factory=dict)  # pod uid -> completion index
+    names: dict[str, str] = field(default_factory=dict)  # pod uid -> pod name
     next_create: float = 0.0
     failed_seen: int = 0
     failure: tuple[str, str] | None = None
@@ -128,6 +129,14 @@ class JobController:
                 active.append(pod)
         for puid in list(st.indexes):
             if puid not in seen and puid not in st.outcomes:
+                # not in the pod informer: deleted before it finished, or created so recently
+                # that the informer has not delivered it yet (then it is still active)
+                name = st.names.get(puid)
+                found = await self.api.get(PODS, name, ns_of(job)) if name else None
+                if found is not None and str(meta(found).get("uid")) == puid:
+                    seen.add(puid)
+                    active.append(found)
+                    continue
                 st.outcomes[puid] = "Failed"  # deleted before it finished
         restarts = sum(
             int(cs.get("restartCount", 0))
@@ -186,6 +195,7 @@ class JobController:
                 created = await self._create_pod(job, index)
                 if created is not None:
                     st.indexes[str(meta(created).get("uid"))] = index if index is not None else -1
+                    st.names[str(meta(created).get("uid"))] = name_of(created)
                     active.append(created)
         if not active and not terminating and (st.failure is not None or success):
             if st.failure is not None:
