@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -98,6 +99,44 @@ def _install_server_fixes() -> None:
         _patched = True
 
 
+class _NonBlockingSocket:
+    """A BMC's UDP socket that stays non-blocking whatever pyghmi asks.
+
+    pyghmi sets a socket blocking before each send and non-blocking before each read, from
+    whichever thread does either. When a send (a BMC's reply, from the serving thread) lands
+    between the I/O thread's ``setblocking(0)`` and its ``recvfrom``, the I/O thread blocks in
+    ``recvfrom`` until the next packet reaches that socket; for a BMC that may be never, and
+    every pyghmi session of the process (the operator's clients too) stalls with it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        sock.setblocking(False)
+
+    def setblocking(self, flag: bool) -> None:
+        """Ignored: see the class doc."""
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        return self._sock.recvfrom(size)
+
+    def sendto(self, data: bytes, address: Any) -> int:
+        for _ in range(50):
+            try:
+                return self._sock.sendto(data, address)
+            except BlockingIOError:  # send buffer full: wait until writable, briefly
+                select.select([], [self._sock], [], 0.1)
+        return 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def _prime_pyghmi() -> None:
     """Create pyghmi's first socket as a client socket.
 
@@ -113,6 +152,8 @@ def _prime_pyghmi() -> None:
 class NodeIpmiBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
     """One node's IPMI BMC, bound to its power target."""
 
+    serversocket: Any
+
     def __init__(
         self,
         target: PowerTarget,
@@ -127,8 +168,18 @@ class NodeIpmiBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
         self.bmc_uuid = uuid.uuid5(uuid.NAMESPACE_DNS, f"{target.name}.bmc.lab")
         with _registry_lock:
             super().__init__(dict(users), port=port, bmcuuid=self.bmc_uuid, address=address)
+            self._wrap_socket()
         self.address = address
         self.closed = False
+
+    def _wrap_socket(self) -> None:
+        raw = self.serversocket
+        wrapped = _NonBlockingSocket(raw)
+        handlers = ipmisession.Session.bmc_handlers
+        handlers[wrapped] = handlers.pop(raw)
+        index = ipmisession.iosockets.index(raw)
+        ipmisession.iosockets[index] = wrapped
+        self.serversocket = wrapped
 
     # -- what pyghmi's server asks -----------------------------------------------------------
 
