@@ -5,7 +5,8 @@ to the host's Node, and what a finished Job says (exit code, last log lines).
   the stage timeout, ``nodeName`` = the host's Node (so it runs while the Node is cordoned),
   tolerations for the unschedulable taint and the rolling steer taint (with ``nodeName`` the
   scheduler is bypassed; the tolerations keep it explicit), ``restartPolicy: Never``, a
-  dedicated service account without a token, no TTL (the Job is kept until its result is
+  dedicated service account without a token, the "restricted" Pod Security level (non-root,
+  no privilege escalation, no capabilities, RuntimeDefault seccomp), no TTL (the Job is kept until its result is
   recorded; it goes with its owner). The command is either the hook's ``command`` or
   ``/bin/sh /hooks/<key>`` with the ConfigMap mounted read-only at ``/hooks``; the run's
   payload is appended to it either way (CloudStack appends its payload to every stage script).
@@ -46,6 +47,8 @@ HOST_LABEL: Final = f"{API_GROUP}/rolling-host"
 STAGE_LABEL: Final = f"{API_GROUP}/rolling-stage"
 #: The service account hooks run under: it has no permissions on the API.
 HOOK_SERVICE_ACCOUNT: Final = "hosted-engine-hooks"
+#: The unprivileged user hooks run as (nobody).
+HOOK_USER: Final = 65534
 #: Where a ConfigMap script is mounted in the hook's container.
 SCRIPT_MOUNT: Final = "/hooks"
 #: The PreferNoSchedule taint that steers new VMs away from a group under rolling maintenance.
@@ -116,13 +119,24 @@ def hook_job_body(
             {"name": "ROLLING_MAINTENANCE_HOST", "value": host},
             {"name": "ROLLING_MAINTENANCE_STAGE", "value": stage},
         ],
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     pod_spec: dict[str, Any] = {
         "nodeName": node,
         "restartPolicy": "Never",
         "serviceAccountName": HOOK_SERVICE_ACCOUNT,
         "automountServiceAccountToken": False,
+        # no privileges by default (decision 0004): the "restricted" Pod Security level, which
+        # the operator's own namespace enforces
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": HOOK_USER,
+            "runAsGroup": HOOK_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "tolerations": [
             {"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"},
             {"key": STEER_TAINT, "operator": "Exists", "effect": "PreferNoSchedule"},
