@@ -258,10 +258,7 @@ class RedfishServer:
         if self._tls_enabled:
             if self._ca is None:
                 self._ca = LabCA(self.workdir / "ca")
-            cert = self._ca.issue_server("redfish")
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(cert.cert_path, cert.key_path)
+            context = self._ca.server_context()
 
         htpasswd = self.workdir / "htpasswd"
         # bcrypt with a low cost: the emulator checks the file on every request
