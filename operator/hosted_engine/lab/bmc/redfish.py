@@ -47,19 +47,6 @@ log = logging.getLogger(__name__)
 
 _module_ids = itertools.count(1)
 
-#: Redfish ResetType -> what the power switch is asked to do. Nmi is refused (501), like the
-#: fake driver does.
-_RESET_TYPES = (
-    "On",
-    "ForceOn",
-    "ForceOff",
-    "GracefulShutdown",
-    "GracefulRestart",
-    "ForceRestart",
-    "PowerCycle",
-    "PushPowerButton",
-)
-
 
 def system_uuid(name: str) -> str:
     """The stable SMBIOS-like UUID the lab gives a node's system."""
@@ -106,6 +93,9 @@ class NodeSystemsDriver(AbstractSystemsDriver):  # type: ignore[misc]  # sushy-t
         return str(self._targets[self._resolve(identity)].power_state().value)
 
     def set_power_state(self, identity: str, state: str) -> None:
+        """Redfish ResetType -> the switch: On/ForceOn, ForceOff, GracefulShutdown (soft off),
+        ForceRestart (reset), GracefulRestart, PowerCycle, PushPowerButton; Nmi and anything
+        else answer 501, as the fake driver does."""
         target = self._targets[self._resolve(identity)]
         if state in ("On", "ForceOn"):
             target.power_on()
