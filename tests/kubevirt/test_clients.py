@@ -150,3 +150,52 @@ def test_python_client_stop_subresource_rewrites_run_strategy(cluster: LabRunner
         client.close()
     eventually(lambda: kubectl(cluster, "get", "vm", "engine", "-n", NS, "-o",
                                "jsonpath={.status.printableStatus}") == "Stopped")
+
+
+def test_export_is_served_with_the_lab_ca(cluster: LabRunner) -> None:
+    """The export proxy presents the lab CA's certificate: the CA in the kubeconfig verifies
+    it, and the disk's bytes match the deterministic stream."""
+    import base64
+    import hashlib
+    import ssl
+
+    from hosted_engine.lab.kubevirt.diskstream import disk_sha256
+    from hosted_engine.lab.kubevirt.export import TOKEN_HEADER
+
+    size = 1024 * 1024 + 5
+    kubectl(cluster, "apply", "-f", "-", stdin=f"""
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: shared}}
+provisioner: lab.hostedengine.io/shared
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: disk, namespace: {NS}}}
+spec:
+  accessModes: [ReadWriteMany]
+  storageClassName: shared
+  resources: {{requests: {{storage: "{size}"}}}}
+---
+apiVersion: export.kubevirt.io/v1beta1
+kind: VirtualMachineExport
+metadata: {{name: pvc-export, namespace: {NS}}}
+spec:
+  source: {{apiGroup: "", kind: PersistentVolumeClaim, name: disk}}
+""")
+    kubectl(cluster, "wait", "--for=jsonpath={.status.phase}=Ready", "vmexport/pvc-export",
+            "-n", NS, "--timeout=30s")
+    export = json.loads(kubectl(cluster, "get", "vmexport", "pvc-export", "-n", NS,
+                                "-o", "json"))
+    cert = export["status"]["links"]["external"]["cert"]
+    assert cert.encode() == cluster.lab.server.certificates.ca_pem
+    secret = json.loads(kubectl(cluster, "get", "secret", export["status"]["tokenSecretRef"],
+                                "-n", NS, "-o", "json"))
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    [volume] = export["status"]["links"]["external"]["volumes"]
+    url = next(f["url"] for f in volume["formats"] if f["format"] == "raw")
+    context = ssl.create_default_context(cadata=cert)
+    request = urllib.request.Request(url, headers={TOKEN_HEADER: token})
+    with urllib.request.urlopen(request, context=context, timeout=10) as resp:
+        data = resp.read()
+    assert hashlib.sha256(data).hexdigest() == disk_sha256(f"{NS}/disk", size)

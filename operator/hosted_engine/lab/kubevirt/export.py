@@ -5,7 +5,8 @@ URLs follow KubeVirt's external links:
 (raw, with HTTP ranges) and ``.../disk.img.gz`` (gzip). The token from the export's token Secret
 must come in the ``x-kubevirt-export-token`` header (or query parameter); a wrong or missing token
 gets 401. The bytes are the deterministic stream of :mod:`.diskstream` for the volume's seed.
-The certificate is issued by a CA whose PEM is published in ``status.links.external.cert``.
+The certificate is the lab CA's (the API server's, valid for 127.0.0.1) when the lab serves HTTPS,
+else one of its own CA; the CA's PEM is published in ``status.links.external.cert``.
 """
 
 from __future__ import annotations
@@ -138,9 +139,20 @@ class ExportServer:
     def export_url(self, namespace: str, name: str) -> str:
         return f"{self.base_url}{EXPORT_API}/namespaces/{namespace}/virtualmachineexports/{name}"
 
-    async def start(self) -> None:
+    async def start(self, certificates: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """Serve with ``certificates`` (CA, server certificate for the host, key: the lab CA's
+        API server certificate) when given, else with a CA of its own."""
         self._tmp = tempfile.TemporaryDirectory(prefix="lab-export-")
-        self.ca_pem, cert_file, key_file = _make_certificates(Path(self._tmp.name), self.host)
+        directory = Path(self._tmp.name)
+        if certificates is not None:
+            ca_pem, cert_pem, key_pem = certificates
+            cert_file, key_file = directory / "export.crt", directory / "export.key"
+            cert_file.write_bytes(cert_pem + ca_pem)
+            key_file.write_bytes(key_pem)
+            key_file.chmod(0o600)
+            self.ca_pem = ca_pem.decode()
+        else:
+            self.ca_pem, cert_file, key_file = _make_certificates(directory, self.host)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_file, key_file)
         app = web.Application()

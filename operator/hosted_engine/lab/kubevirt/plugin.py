@@ -69,7 +69,10 @@ def setup(lab: Lab) -> None:
 
     async def on_start() -> None:
         await sim.install()
-        await sim.start()
+        certs = lab.server.certificates if lab.server.tls_enabled else None
+        await sim.start(
+            (certs.ca_pem, certs.cert_pem, certs.key_pem) if certs is not None else None
+        )
 
     async def on_stop() -> None:
         await sim.stop()

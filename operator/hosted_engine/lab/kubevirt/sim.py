@@ -223,9 +223,10 @@ class KubeVirtSim:
             subresource="status",
         )
 
-    async def start(self) -> None:
-        """Start the export proxy and follow the machines' power."""
-        await self.exports.start()
+    async def start(self, certificates: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """Start the export proxy (with the lab CA's certificate when given) and follow the
+        machines' power."""
+        await self.exports.start(certificates)
         for node in self.machines.values():
             self._listen(node)
 
