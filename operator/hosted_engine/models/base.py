@@ -58,7 +58,7 @@ IQN_PATTERN = (
 WWID_PATTERN = r"^[0-9A-Fa-f]{16,64}$"
 CRON_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
-    r"|[0-9*/,?LW#A-Za-z-]+( +[0-9*/,?LW#A-Za-z-]+){4})$"
+    r"|[0-9*/,?LW#A-Za-z-]+( +[0-9*/,?LW#A-Za-z-]+){4,5})$"
 )
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
 LABEL_KEY_PATTERN = (
