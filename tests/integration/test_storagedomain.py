@@ -326,50 +326,57 @@ def hosted_engine(domain_name: str) -> dict[str, Any]:
 
 
 def test_maintenance_is_refused_under_a_running_engine_then_stops_new_disks(
-    cluster: Cluster, nfs_server: str
+    cluster: Cluster,
 ) -> None:
-    cluster.create(STORAGEDOMAINS, domain(
-        "he-nfs", "nfs", {"server": nfs_server, "path": "/he"}, role="hostedEngine",
-        capacity="160Gi"))
-    active(cluster, "he-nfs")
+    """Two LUNs, so the test holds whether or not the HostedEngine handler claims its own disk
+    on the domain meanwhile: only free volumes are reserved, bound ones keep their disks."""
+    wwids = ["3600a098038303053453f463045727b01", "3600a098038303053453f463045727b02"]
+    cluster.create(STORAGEDOMAINS, domain("he-fc", "fc", {"wwids": wwids}, role="hostedEngine",
+                                          capacity="160Gi"))
+    active(cluster, "he-fc")
     cluster.ensure_namespace(NS)
-    cluster.create(HOSTEDENGINES, hosted_engine("he-nfs"))
+    cluster.create(HOSTEDENGINES, hosted_engine("he-fc"))
     running = {"state": "EngineUp", "engine": {"vm": "up", "health": "good"},
                "vm": {"phase": "Running"}, "maintenance": {"mode": "none"}}
     cluster.patch_status(HOSTEDENGINES, "engine", running, NS)
 
-    cluster.patch(STORAGEDOMAINS, "he-nfs", {"spec": {"maintenance": True}})
-    cond = cluster.wait_condition(STORAGEDOMAINS, "he-nfs", "Maintenance", status="False",
+    cluster.patch(STORAGEDOMAINS, "he-fc", {"spec": {"maintenance": True}})
+    cond = cluster.wait_condition(STORAGEDOMAINS, "he-fc", "Maintenance", status="False",
                                   reason="MaintenanceRefused")
     assert f"{NS}/engine" in cond["message"] and "global maintenance" in cond["message"]
     wait_for("a MaintenanceRefused Warning Event",
-             lambda: "MaintenanceRefused" in cluster.event_reasons("he-nfs"))
-    assert field(cluster.get(STORAGEDOMAINS, "he-nfs"), "status.state") == "Active"
+             lambda: "MaintenanceRefused" in cluster.event_reasons("he-fc"))
+    assert field(cluster.get(STORAGEDOMAINS, "he-fc"), "status.state") == "Active"
 
     # global maintenance: the HostedEngine watch wakes the domain, which enters maintenance
     cluster.patch(HOSTEDENGINES, "engine", {"spec": {"maintenance": {"mode": "global"}}}, NS)
     cluster.patch_status(HOSTEDENGINES, "engine",
                          {"state": "GlobalMaintenance", "maintenance": {"mode": "global"}}, NS)
-    cluster.wait_field(STORAGEDOMAINS, "he-nfs", "status.state", "Maintenance")
-    pv = cluster.get(PVS, "sd-he-nfs")
-    assert pv is not None
-    assert pv["metadata"]["annotations"]["hostedengine.io/reserved"] == "maintenance"
+    cluster.wait_field(STORAGEDOMAINS, "he-fc", "status.state", "Maintenance")
+    selector = "hostedengine.io/storage-domain=he-fc"
+
+    def reserved() -> list[dict[str, Any]]:
+        return [pv for pv in cluster.list(PVS, label_selector=selector)
+                if (pv["metadata"].get("annotations") or {}).get("hostedengine.io/reserved")]
+
+    (pv, *_) = wait_for("a reserved volume", reserved)
     assert pv["spec"]["claimRef"]["namespace"] == "kube-system"
+    assert "uid" not in pv["spec"]["claimRef"]
     # no new disk binds while in maintenance
-    obj = cluster.get(STORAGEDOMAINS, "he-nfs")
+    obj = cluster.get(STORAGEDOMAINS, "he-fc")
     assert obj is not None
     cluster.create(PVCS, engine_claim("new-disk", obj["status"], size="10Gi"))
     lab = cluster.lab.lab
     cluster.lab.runner.call(lambda: lab.settle(10))
     assert field(cluster.get(PVCS, "new-disk", NS), "status.phase") != "Bound"
-    assert field(cluster.get(PVS, "sd-he-nfs"), "spec.claimRef.name") != "new-disk"
+    assert all(field(v, "spec.claimRef.name") != "new-disk"
+               for v in cluster.list(PVS, label_selector=selector))
 
-    # leaving maintenance releases the volume and the waiting claim binds
-    cluster.patch(STORAGEDOMAINS, "he-nfs", {"spec": {"maintenance": False}})
-    cluster.wait_field(STORAGEDOMAINS, "he-nfs", "status.state", "Active")
+    # leaving maintenance releases the volumes and the waiting claim binds
+    cluster.patch(STORAGEDOMAINS, "he-fc", {"spec": {"maintenance": False}})
+    cluster.wait_field(STORAGEDOMAINS, "he-fc", "status.state", "Active")
     cluster.wait_field(PVCS, "new-disk", "status.phase", "Bound", namespace=NS)
-    assert "hostedengine.io/reserved" not in (
-        cluster.get(PVS, "sd-he-nfs") or {})["metadata"].get("annotations", {})
+    assert reserved() == []
 
 
 def test_unreachable_endpoint_makes_the_domain_inactive_until_it_answers(

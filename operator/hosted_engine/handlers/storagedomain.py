@@ -70,11 +70,18 @@ class Triggers:
         self.classes = {k: v for k, v in self.classes.items() if v != name}
         self.volumes = {k: v for k, v in self.volumes.items() if v != name}
 
-    def learn(self, name: str, outcome: Outcome) -> None:
-        if outcome.storage_class:
+    def learn(self, name: str, outcome: Outcome) -> bool:
+        """Record the routes of ``outcome``; True when one is new (an event about it may have
+        arrived before the route was known: the caller reconciles once more)."""
+        new = False
+        if outcome.storage_class and self.classes.get(outcome.storage_class) != name:
             self.classes[outcome.storage_class] = name
+            new = True
         for volume in outcome.volumes:
-            self.volumes[volume] = name
+            if self.volumes.get(volume) != name:
+                self.volumes[volume] = name
+                new = True
+        return new
 
     def spec_changed(self, name: str, generation: Any, deleting: bool) -> bool:
         """Whether a domain's spec or deletion changed since last seen (records it)."""
@@ -137,7 +144,8 @@ async def run_domain(
             log.exception("storagedomain %s: reconcile failed", name)
             await triggers.wait(name, ERROR_BACKOFF)
             continue
-        triggers.learn(name, outcome)
+        if triggers.learn(name, outcome):
+            triggers.fire(name)
         if due:
             next_probe = loop.time() + probe_interval(spec)
         await triggers.wait(name, next_probe - loop.time())
@@ -157,7 +165,8 @@ async def delete_domain(name: str, memo: kopf.Memo, **_: Any) -> None:
             triggers.forget(name)
             triggers.fire_all()  # the peers' rules (sole data domain, shared target) change
             return
-        triggers.learn(name, outcome)
+        if triggers.learn(name, outcome):
+            continue  # an event may have come before its route: look again at once
         await triggers.wait(name, HELD_RECHECK)
 
 
