@@ -142,7 +142,7 @@ def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
     timings = LabTimings.fast(migration_bandwidth=args.migration_bandwidth * 1024**3)
     original: Callable[..., rl.RollingSpec] = rm.rolling_spec
     if order == "cloudstack":
-        rm.rolling_spec = lambda spec: rl.cloudstack_order(original(spec))  # type: ignore[assignment]
+        rm.rolling_spec = lambda spec: rl.cloudstack_order(original(spec))
     lab = LabCluster(args.hosts, timings=timings).start()
     operator = OperatorThread(lab.kubeconfig).start()
     try:
@@ -174,7 +174,7 @@ def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
             "capacity": (status.get("capacityCheck") or {}).get("ok"),
         }
     finally:
-        rm.rolling_spec = original  # type: ignore[assignment]
+        rm.rolling_spec = original
         operator.stop()
         lab.stop()
 

@@ -508,3 +508,17 @@ def test_operator_restart_resumes_without_rerunning_a_finished_stage(
     assert len(ran) == 12
     assert REQUEST not in annotations(cluster, "node-2")
     assert steer_taints(cluster) == {}
+
+
+def test_deleting_a_run_takes_back_its_maintenance_and_steer(three_hosts: Cluster,
+                                                             hooks_dir: Path) -> None:
+    cluster = three_hosts
+    hold(hooks_dir, "node-1", "Maintenance")  # never released
+    cluster.create(RUNS, run_body("gone", hooks_dir, {"groups": {}}))
+    wait_stage(cluster, "gone", "node-1", "Maintenance", "Running")
+    assert annotations(cluster, "node-1")[REQUEST] == "rolling/gone"
+    cluster.delete(RUNS, "gone")
+    cluster.wait_gone(RUNS, "gone", timeout=30)
+    assert REQUEST not in annotations(cluster, "node-1")
+    assert steer_taints(cluster) == {}
+    cluster.wait_field(HOSTS, "node-1", "status.state", "Up", timeout=30)
