@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kvlab import KubeVirtLab, start_lab
-
-LabFactory = Callable[..., Awaitable[KubeVirtLab]]
+from kvlab import KubeVirtLab, LabFactory, start_lab
 
 
 @pytest.fixture

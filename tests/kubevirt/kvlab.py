@@ -110,3 +110,6 @@ async def start_lab(hosts: int = 3, **overrides: Any) -> KubeVirtLab:
     return KubeVirtLab(lab)
 
 
+
+
+LabFactory = Callable[..., Awaitable[KubeVirtLab]]

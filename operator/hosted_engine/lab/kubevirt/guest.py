@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,18 @@ UNHEALTHY_BODY = "DB Down!"
 class IpAllocator:
     """Unique addresses in a loopback /16 (127.77.0.0/16 by default), reused after release."""
 
-    def __init__(self, network: str = "127.77.0.0/16") -> None:
+
+    def __init__(self, network: str = "127.77.0.0/16", start: int | None = None) -> None:
+        """``start``: offset of the first address (random by default, so that several labs on
+        one machine rarely compete for the same addresses)."""
         self._network = ipaddress.ip_network(network)
-        self._next = int(self._network.network_address) + 2
+        first = int(self._network.network_address)
+        size = int(self._network.broadcast_address) - first
+        offset = start if start is not None else secrets.randbelow(max(1, size - 1))
+        self._first = first
+        self._size = size
+        self._next = first + 2 + offset % max(1, size - 2)
+        self._issued = 0
         self._free: list[str] = []
         self._by_key: dict[str, str] = {}
 
@@ -44,18 +54,24 @@ class IpAllocator:
         if self._free:
             address = self._free.pop()
         else:
-            while (self._next & 0xFF) in (0, 255):
+            while True:
+                if self._issued >= self._size:
+                    raise RuntimeError(f"no free guest address left in {self._network}")
+                if self._next >= self._first + self._size:
+                    self._next = self._first + 1
+                candidate = self._next
                 self._next += 1
-            if self._next >= int(self._network.broadcast_address):
-                raise RuntimeError(f"no free guest address left in {self._network}")
-            address = str(ipaddress.ip_address(self._next))
-            self._next += 1
+                self._issued += 1
+                if candidate & 0xFF not in (0, 255):
+                    break
+            address = str(ipaddress.ip_address(candidate))
         self._by_key[key] = address
         return address
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, reuse: bool = True) -> None:
+        """Free ``key``'s address; ``reuse=False`` retires it (it is taken elsewhere)."""
         address = self._by_key.pop(key, None)
-        if address is not None:
+        if address is not None and reuse:
             self._free.append(address)
 
     def get(self, key: str) -> str | None:

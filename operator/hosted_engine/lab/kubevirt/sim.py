@@ -455,10 +455,18 @@ class KubeVirtSim:
         )
         if guest.hung:
             service.hang()
-        try:
-            await service.start()
-        except OSError:
-            log.exception("guest endpoint %s:%s cannot listen", guest.ip, port)
+        for _ in range(8):
+            try:
+                await service.start()
+                break
+            except OSError as exc:
+                # Another lab on this machine holds the address: take another one (the new
+                # address is what the VMI reports once Running).
+                log.warning("guest endpoint %s:%s: %s; moving", guest.ip, port, exc)
+                self.ips.release(guest.uid, reuse=False)
+                guest.ip = service.ip = self.ips.allocate(guest.uid)
+        else:
+            log.error("guest endpoint of %s/%s cannot listen", ns_of(vmi), name_of(vmi))
             return
         guest.service = service
 
@@ -811,6 +819,10 @@ class KubeVirtSim:
         if not guest.alive and not guest.lost and self.machine_running(node) \
                 and not deleting(pod) and guest.boots == 0:
             await self._start_guest(vmi, guest)
+        reported = (status(vmi).get("interfaces") or [{}])[0].get("ipAddress")
+        if reported != guest.ip:
+            await self._patch_status(VMIS, vmi, {"interfaces": [
+                {"name": "default", "ipAddress": guest.ip, "ipAddresses": [guest.ip]}]})
         if guest.lost and self.machine_running(node) and not deleting(pod):
             # The machine rebooted under a running guest: virt-handler finds no domain.
             await self._set_phase(vmi, "Failed", reason="NodeUnresponsive")

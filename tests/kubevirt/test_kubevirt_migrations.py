@@ -7,13 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import LabFactory
 from hosted_engine.lab.apiserver import ApiError
 from hosted_engine.lab.kubevirt import GUEST_HTTP_ANNOTATION
 from hosted_engine.lab.kubevirt.guest import ENGINE_HEALTH_PATH
 from hosted_engine.lab.kubevirt.resources import VMIMS, VMS
 from hosted_engine.lab.sim.api import NODES, PODS, PVCS, Obj
-from kvlab import NS, KubeVirtLab, vm_body
+from kvlab import NS, KubeVirtLab, LabFactory, vm_body
 
 ORDER = ["Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running",
          "Succeeded"]
