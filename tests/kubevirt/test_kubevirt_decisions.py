@@ -284,3 +284,16 @@ def test_crds_cover_every_kind_with_printer_columns() -> None:
     assert spec["properties"]["spec"]["properties"]["runStrategy"]["enum"][0] == "Always"
     cr = crds.kubevirt_cr()
     assert cr["spec"]["configuration"]["migrations"]["parallelMigrationsPerCluster"] == 5
+
+
+def test_crash_loop_backoff_grows_quadratically_and_is_capped() -> None:
+    from hosted_engine.lab.kubevirt.decisions import crash_loop_delay, reached_running
+
+    assert crash_loop_delay(1, 0.0) == 10
+    assert crash_loop_delay(3, 0.0) == 90
+    assert crash_loop_delay(10, 0.0) == 300
+    assert crash_loop_delay(1, 0.5) == 15
+    assert crash_loop_delay(10, 0.5) == 450  # the jitter comes on top of the cap
+    ran = {"status": {"phaseTransitionTimestamps": [{"phase": "Running"}]}}
+    assert reached_running(ran) and not reached_running(vmi("Scheduled"))
+    assert printable_status(vm("Always"), None, crash_loop=True) == "CrashLoopBackOff"

@@ -14,7 +14,7 @@ from hosted_engine.lab.kubevirt import GUEST_HTTP_ANNOTATION
 from hosted_engine.lab.kubevirt.guest import ENGINE_HEALTH_PATH, HEALTHY_BODY
 from hosted_engine.lab.kubevirt.resources import VMS
 from hosted_engine.lab.sim.api import NODES, PODS
-from kvlab import NS, KubeVirtLab, vm_body
+from kvlab import NS, KubeVirtLab, LabFactory, vm_body
 
 
 async def test_always_vm_runs_with_a_launcher_pod_and_an_ip(kvlab: KubeVirtLab) -> None:
@@ -345,3 +345,27 @@ async def test_virt_handler_heartbeat_labels_nodes_schedulable(kvlab: KubeVirtLa
     await kvlab.wait(unschedulable)
     await kvlab.lab.faults.heal_partition("node-2")
     await kvlab.wait(all_true)
+
+
+async def test_a_vm_failing_before_it_runs_backs_off(make_kvlab: LabFactory) -> None:
+    """§1.1 crash-loop backoff: only VMIs that fail before reaching Running count; the VM shows
+    CrashLoopBackOff with status.startFailure until the retry, which clears it once running."""
+    kvlab = await make_kvlab(vm_boot_time=1.0, extra={"kubevirt_api_seconds": 0.1})
+    await kvlab.api.create(VMS, vm_body("flaky", "Always"), NS)
+    first = await kvlab.wait_phase("flaky", "Scheduled")
+    await kvlab.kv.crash_vm(NS, "flaky")
+    await kvlab.wait_printable("flaky", "CrashLoopBackOff")
+    failure = (await kvlab.vm("flaky"))["status"]["startFailure"]
+    assert failure["consecutiveFailCount"] == 1
+    assert failure["lastFailedVMIUID"] == first["metadata"]["uid"]
+    assert failure["retryAfterTimestamp"]
+    await kvlab.wait(lambda: _uid_changed(kvlab, "flaky", first["metadata"]["uid"], "Running"))
+
+    async def cleared() -> bool:
+        return not (await kvlab.vm("flaky"))["status"].get("startFailure")
+
+    await kvlab.wait(cleared)
+    # A VMI that had been running restarts at once after a crash: no backoff.
+    await kvlab.kv.crash_vm(NS, "flaky")
+    await kvlab.lab.settle(3)
+    assert not (await kvlab.vm("flaky"))["status"].get("startFailure")

@@ -283,12 +283,26 @@ def _condition(obj: Obj | None, ctype: str) -> dict[str, Any] | None:
     return None
 
 
+def crash_loop_delay(failures: int, jitter: float) -> float:
+    """virt-controller's start backoff after ``failures`` consecutive start failures:
+    max(10 s, 300 s / 30) x n^2 capped at 300 s, plus ``jitter`` (0..0.5) of it."""
+    base = min(300.0, max(10.0, 300.0 / 30) * failures * failures)
+    return base * (1.0 + max(0.0, min(0.5, jitter)))
+
+
+def reached_running(vmi: Obj | None) -> bool:
+    """Whether the VMI ever ran (start failures are counted only for those that did not)."""
+    stamps = ((vmi or {}).get("status") or {}).get("phaseTransitionTimestamps") or []
+    return any(s.get("phase") == "Running" for s in stamps)
+
+
 def printable_status(
     vm: Obj,
     vmi: Obj | None,
     *,
     provisioning: bool = False,
     unschedulable: bool = False,
+    crash_loop: bool = False,
 ) -> str:
     """The VM's ``status.printableStatus`` (``kubectl get vm`` STATUS column)."""
     if vm.get("metadata", {}).get("deletionTimestamp"):
@@ -302,7 +316,7 @@ def printable_status(
     if provisioning:
         return "Provisioning"
     if vmi is None or phase in FINAL_PHASES:
-        return "Stopped"
+        return "CrashLoopBackOff" if crash_loop else "Stopped"
     state = (vmi.get("status") or {}).get("migrationState") or {}
     if state and not state.get("completed") and not state.get("failed"):
         return "Migrating"

@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hosted_engine.clock import get_clock
@@ -178,6 +179,7 @@ class KubeVirtSim:
         self._heartbeats: dict[str, float] = {}
         self._settled: dict[tuple[str, tuple[str, str]], tuple[Any, ...]] = {}
         self._resynced = 0.0
+        self._retry_at: dict[tuple[str, str], float] = {}
         from hosted_engine.lab.kubevirt.storage import StorageControllers
 
         self.storage = StorageControllers(self)
@@ -329,7 +331,8 @@ class KubeVirtSim:
             self._settled.pop(key, None)
 
     def _vm_fingerprint(self, vm: Obj, vmi: Obj | None) -> tuple[Any, ...] | None:
-        if deleting(vm) or (vm.get("spec") or {}).get("dataVolumeTemplates"):
+        if deleting(vm) or (vm.get("spec") or {}).get("dataVolumeTemplates") or \
+                status(vm).get("startFailure"):
             return None
         return (_rv(vm), _rv(vmi) if vmi is not None else None)
 
@@ -507,12 +510,25 @@ class KubeVirtSim:
             field_name = "runStrategy" if (vm.get("spec") or {}).get("runStrategy") else "running"
             value: Any = decision.set_run_strategy if field_name == "runStrategy" else True
             await self.api.patch(VMS, name_of(vm), {"spec": {field_name: value}}, ns_of(vm))
+        key = (ns_of(vm), name_of(vm))
+        start_failure = status(vm).get("startFailure") or None
         if decision.delete_vmi and vmi is not None:
+            if d.phase_of(vmi) == "Failed" and not d.reached_running(vmi) and \
+                    (start_failure or {}).get("lastFailedVMIUID") != uid_of(vmi):
+                count = int((start_failure or {}).get("consecutiveFailCount", 0)) + 1
+                delay = d.crash_loop_delay(count, random.random() / 2) * self.api_seconds
+                self._retry_at[key] = self.now() + delay
+                retry = self.wall() + timedelta(seconds=delay)
+                start_failure = {"consecutiveFailCount": count,
+                                 "lastFailedVMIUID": uid_of(vmi),
+                                 "retryAfterTimestamp": rfc3339(retry)}
+                await self._patch_status(VMS, vm, {"startFailure": start_failure})
             await self.api.delete(VMIS, name_of(vmi), ns_of(vmi))
             await self._event(vm, VMS, "Normal", "SuccessfulDelete",
                               f"Stopped the virtual machine by deleting the virtual machine "
                               f"instance {uid_of(vmi)}")
-        if decision.create_vmi:
+        backoff = bool(start_failure) and self.now() < self._retry_at.get(key, 0.0)
+        if decision.create_vmi and not backoff:
             ready = await self.storage.ensure_data_volumes(vm)
             if ready:
                 await self._create_vmi(vm)
@@ -523,7 +539,8 @@ class KubeVirtSim:
         probe = dict(vm)
         probe["status"] = {**status(vm), "stateChangeRequests": requests}
         remaining = d.remaining_requests(probe, vmi)
-        await self._write_vm_status(vm, vmi, provisioning, remaining)
+        await self._write_vm_status(vm, vmi, provisioning, remaining,
+                                    crash_loop=bool(start_failure) and backoff)
 
     async def _create_vmi(self, vm: Obj) -> None:
         template = (vm.get("spec") or {}).get("template") or {}
@@ -558,6 +575,7 @@ class KubeVirtSim:
         vmi: Obj | None,
         provisioning: bool,
         requests: list[Obj] | None = None,
+        crash_loop: bool = False,
     ) -> None:
         old = status(vm)
         strategy = d.run_strategy(vm)
@@ -594,7 +612,7 @@ class KubeVirtSim:
         else:
             conds = without_condition(conds, "Failure")
         printable = d.printable_status(vm, vmi, provisioning=provisioning,
-                                       unschedulable=unschedulable)
+                                       unschedulable=unschedulable, crash_loop=crash_loop)
         ready = bool(ready_cond and ready_cond.get("status") == "True"
                      and d.phase_of(vmi) == "Running")
         body: Obj = {
@@ -607,6 +625,9 @@ class KubeVirtSim:
         }
         changed = any(old.get(k) != v for k, v in body.items())
         changed = changed or not same_conditions(old.get("conditions"), conds)
+        if old.get("startFailure") and d.phase_of(vmi) == "Running":
+            body["startFailure"] = None  # it started: the backoff is over
+            changed = True
         if requests is not None and requests != list(old.get("stateChangeRequests") or []):
             body["stateChangeRequests"] = requests or None
             changed = True
