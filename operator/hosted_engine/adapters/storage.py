@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from hosted_engine.adapters.kube import (
     Body,
+    Conflict,
     Kube,
     KubeError,
     NotFound,
@@ -175,6 +176,8 @@ class Outcome:
     volumes: list[str] = field(default_factory=list)
     released: bool = False
     state: str | None = None
+    stale: bool = False
+    """A write met a newer version of an object: reconcile again."""
 
 
 def _status_dict(status: Any) -> dict[str, Any]:
@@ -197,6 +200,7 @@ class StorageDomainReconciler:
     def __init__(self, api: StorageApi, probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.api = api
         self.probe_timeout = probe_timeout
+        self._stale = False
 
     def _observe(self, body: Mapping[str, Any], *, probe: bool) -> logic.Observed:
         name = str((body.get("metadata") or {}).get("name"))
@@ -230,6 +234,7 @@ class StorageDomainReconciler:
         observed = self._observe(body, probe=probe)
         now = get_clock().now()
         decision = logic.decide(body, observed, now)
+        self._stale = False
         errors = self._apply(body, decision)
         status = decision.status
         if errors:
@@ -257,6 +262,7 @@ class StorageDomainReconciler:
             storage_class=status.storage_class_name,
             volumes=list(status.persistent_volumes),
             state=status.state.value,
+            stale=self._stale,
         )
 
     def _apply(self, owner: Mapping[str, Any], decision: logic.Decision) -> list[str]:
@@ -266,6 +272,10 @@ class StorageDomainReconciler:
         def attempt(what: str, fn: Any, *args: Any) -> None:
             try:
                 fn(*args)
+            except Conflict:
+                # the object changed since it was read (e.g. the PV controller bound the
+                # volume): not an error, the next pass sees the new state
+                self._stale = True
             except KubeError as exc:
                 log.warning("storagedomain %s: %s failed: %s", name, what, exc)
                 errors.append(f"{what}: {exc}")
@@ -279,9 +289,11 @@ class StorageDomainReconciler:
         for pv in plan.delete:
             attempt(f"delete PV {pv}", self.api.delete_volume, pv)
         for pv in plan.reserve:
-            attempt(f"reserve PV {pv}", self.api.patch_volume, pv, logic.reserve_patch(name))
+            attempt(f"reserve PV {pv}", self.api.patch_volume, pv,
+                    logic.reserve_patch(name, plan.versions.get(pv)))
         for pv in plan.release:
-            attempt(f"release PV {pv}", self.api.patch_volume, pv, logic.RELEASE_PATCH)
+            attempt(f"release PV {pv}", self.api.patch_volume, pv,
+                    logic.release_patch(plan.versions.get(pv)))
         return errors
 
     def reconcile_deletion(self, name: str) -> Outcome:

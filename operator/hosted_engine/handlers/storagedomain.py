@@ -144,7 +144,7 @@ async def run_domain(
             log.exception("storagedomain %s: reconcile failed", name)
             await triggers.wait(name, ERROR_BACKOFF)
             continue
-        if triggers.learn(name, outcome):
+        if triggers.learn(name, outcome) or outcome.stale:
             triggers.fire(name)
         if due:
             next_probe = loop.time() + probe_interval(spec)

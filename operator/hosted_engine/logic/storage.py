@@ -548,17 +548,20 @@ def reservation_claim(domain_name: str) -> Body:
     }
 
 
-def reserve_patch(domain_name: str) -> Body:
-    return {
-        "metadata": {"annotations": {RESERVED_ANNOTATION: RESERVED_VALUE}},
-        "spec": {"claimRef": reservation_claim(domain_name)},
-    }
+def reserve_patch(domain_name: str, resource_version: str | None = None) -> Body:
+    """Merge patch pre-binding a free volume. With the observed ``resource_version`` the API
+    server refuses it (409) if the PV controller bound the volume meanwhile."""
+    meta: Body = {"annotations": {RESERVED_ANNOTATION: RESERVED_VALUE}}
+    if resource_version:
+        meta["resourceVersion"] = resource_version
+    return {"metadata": meta, "spec": {"claimRef": reservation_claim(domain_name)}}
 
 
-RELEASE_PATCH: Final[Body] = {
-    "metadata": {"annotations": {RESERVED_ANNOTATION: None}},
-    "spec": {"claimRef": None},
-}
+def release_patch(resource_version: str | None = None) -> Body:
+    meta: Body = {"annotations": {RESERVED_ANNOTATION: None}}
+    if resource_version:
+        meta["resourceVersion"] = resource_version
+    return {"metadata": meta, "spec": {"claimRef": None}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,6 +698,8 @@ class VolumePlan:
     reserve: list[str] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    """resourceVersion of each existing volume as observed (preconditions of the patches)."""
 
     @property
     def empty(self) -> bool:
@@ -713,6 +718,11 @@ def plan_volumes(
     maintenance. Volumes being deleted are left alone."""
     plan = VolumePlan()
     by_name = {str(_meta(v).get("name")): v for v in existing}
+    plan.versions = {
+        n: str(_meta(v).get("resourceVersion"))
+        for n, v in by_name.items()
+        if _meta(v).get("resourceVersion")
+    }
     wanted = {str(_meta(d).get("name")) for d in desired}
     for body in desired:
         name = str(body["metadata"]["name"])

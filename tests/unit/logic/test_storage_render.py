@@ -204,8 +204,11 @@ def test_plan_removes_volumes_no_longer_wanted() -> None:
 
 def test_maintenance_reserves_free_volumes_and_leaving_releases_them() -> None:
     desired = s.render_volumes(model(body()))
-    free = pv_of(body())
-    assert s.plan_volumes("d", desired, [free], maintenance=True).reserve == ["sd-d"]
+    free = pv_of(body(), resourceVersion="41")
+    plan = s.plan_volumes("d", desired, [free], maintenance=True)
+    assert (plan.reserve, plan.versions) == (["sd-d"], {"sd-d": "41"})
+    # the observed version guards the patch: a volume bound meanwhile is not taken over
+    assert s.reserve_patch("d", "41")["metadata"]["resourceVersion"] == "41"
     patch = s.reserve_patch("d")
     reserved = copy.deepcopy(free)
     reserved["metadata"]["annotations"].update(patch["metadata"]["annotations"])
@@ -215,6 +218,9 @@ def test_maintenance_reserves_free_volumes_and_leaving_releases_them() -> None:
     assert "uid" not in reserved["spec"]["claimRef"]  # pre-bound: the controller waits
     assert s.plan_volumes("d", desired, [reserved], maintenance=True).empty
     assert s.plan_volumes("d", desired, [reserved], maintenance=False).release == ["sd-d"]
+    assert s.release_patch("7") == {
+        "metadata": {"annotations": {s.RESERVED_ANNOTATION: None}, "resourceVersion": "7"},
+        "spec": {"claimRef": None}}
     bound = pv_of(body(), spec={"claimRef": CLAIM})
     assert s.plan_volumes("d", desired, [bound], maintenance=True).empty  # disks stay
 
