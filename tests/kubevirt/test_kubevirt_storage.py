@@ -254,3 +254,24 @@ async def test_vm_with_a_datavolume_template_provisions_before_it_starts(
     assert dv["metadata"]["ownerReferences"][0]["kind"] == "VirtualMachine"
     cond = next(c for c in vmi["status"]["conditions"] if c["type"] == "LiveMigratable")
     assert cond["status"] == "True"
+
+
+async def test_engine_imported_from_a_broken_image_never_gets_healthy(
+    kvlab: KubeVirtLab,
+) -> None:
+    import aiohttp
+    from hosted_engine.lab.kubevirt.guest import ENGINE_HEALTH_PATH
+
+    volumes = [{"name": "root", "dataVolume": {"name": "engine-root"}}]
+    body = vm_body("engine", "Always", volumes=volumes,
+                   annotations={GUEST_HTTP_ANNOTATION: "engine"})
+    body["spec"]["dataVolumeTemplates"] = [{
+        "metadata": {"name": "engine-root"},
+        "spec": {"source": {"http": {"url": "https://images.example/engine-4.6-broken.qcow2"}},
+                 "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
+                             "resources": {"requests": {"storage": "1Gi"}}}}}]
+    await kvlab.api.create(VMS, body, NS)
+    vmi = await kvlab.wait_phase("engine", "Running")
+    url = f"http://{vmi['status']['interfaces'][0]['ipAddress']}:8080{ENGINE_HEALTH_PATH}"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 503 and "DB Up" not in await resp.text()

@@ -6,7 +6,9 @@ serves HTTP on that address while its guest runs:
 
 - ``engine``: ``GET /ovirt-engine/services/health`` answers ``DB Up!Welcome to Health Status!``
   (200) while healthy, ``DB Down!`` (503) while the engine is still starting (the start-up time)
-  or forever when the guest image is "broken" (an image name containing ``broken``);
+  or forever when the guest image is "broken": a containerDisk image, the annotation
+  ``lab.hostedengine.io/guest-image``, or a disk's import URL / content seed containing
+  ``broken`` (an upgrade to a bad engine image);
 - any kind: ``GET /`` answers the kind, ``GET /lab/guest`` a JSON description (VM, node, boot).
 
 The endpoint is gone (connection refused) when the guest stops, crashes or its node loses power;

@@ -26,6 +26,7 @@ from hosted_engine.clock import get_clock
 from hosted_engine.lab.kubevirt import (
     APP_LABEL,
     CREATED_BY_LABEL,
+    DISK_SEED_ANNOTATION,
     DOMAIN_ANNOTATION,
     EVACUATION_ANNOTATION,
     GUEST_AGENT_ANNOTATION,
@@ -446,6 +447,11 @@ class KubeVirtSim:
             for v in (vmi.get("spec") or {}).get("volumes") or []
         ]
         images.append(self._annotation(vmi, "lab.hostedengine.io/guest-image") or "")
+        for _, claim in d.claim_names(vmi.get("spec") or {}):
+            pvc = self.world.pvcs.get((ns_of(vmi), claim))
+            notes = meta(pvc).get("annotations") or {} if pvc is not None else {}
+            images.append(str(notes.get(DISK_SEED_ANNOTATION, "")))
+            images.append(str(notes.get("cdi.kubevirt.io/storage.import.endpoint", "")))
         service = GuestService(
             vm=f"{ns_of(vmi)}/{name_of(vmi)}",
             kind=kind,
