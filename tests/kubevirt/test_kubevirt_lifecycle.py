@@ -369,3 +369,35 @@ async def test_a_vm_failing_before_it_runs_backs_off(make_kvlab: LabFactory) -> 
     await kvlab.kv.crash_vm(NS, "flaky")
     await kvlab.lab.settle(3)
     assert not (await kvlab.vm("flaky"))["status"].get("startFailure")
+
+
+async def test_fencing_without_power_off_leaves_two_engines_running(kvlab: KubeVirtLab) -> None:
+    """Why fencing matters: the out-of-service taint on a node that is only partitioned frees
+    the VM to restart elsewhere while the old guest keeps answering until the node rejoins."""
+    body = vm_body("engine", "Always", annotations={GUEST_HTTP_ANNOTATION: "engine"})
+    await kvlab.api.create(VMS, body, NS)
+    vmi = await kvlab.wait_phase("engine", "Running")
+    node = vmi["status"]["nodeName"]
+    old_url = f"http://{vmi['status']['interfaces'][0]['ipAddress']}:8080"
+    await kvlab.lab.faults.partition_node(node)
+    taints = (await kvlab.api.get(NODES, node) or {})["spec"].get("taints") or []
+    taints.append({"key": "node.kubernetes.io/out-of-service", "value": "nodeshutdown",
+                   "effect": "NoExecute"})
+    await kvlab.api.patch(NODES, node, {"spec": {"taints": taints}})
+    await kvlab.wait(lambda: _uid_changed(kvlab, "engine", vmi["metadata"]["uid"], "Running"),
+                     timeout=15)
+    new = await kvlab.vmi("engine")
+    assert new is not None and new["status"]["nodeName"] != node
+    new_url = f"http://{new['status']['interfaces'][0]['ipAddress']}:8080"
+    assert await _health(new_url) == (200, HEALTHY_BODY)
+    assert await _health(old_url) == (200, HEALTHY_BODY)  # split brain
+    await kvlab.lab.faults.heal_partition(node)
+
+    async def old_gone() -> bool:
+        try:
+            await _health(old_url)
+        except aiohttp.ClientConnectionError:
+            return True
+        return False
+
+    await kvlab.wait(old_gone)

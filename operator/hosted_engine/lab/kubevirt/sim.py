@@ -173,6 +173,8 @@ class KubeVirtSim:
         self.ips = IpAllocator(guest_network)
         self.exports = ExportServer(export_host)
         self.guests: dict[str, Guest] = {}
+        #: guests still running on a partitioned machine after the cluster let go of them
+        self.orphans: dict[str, list[Guest]] = {}
         self.migrations: dict[str, Migration] = {}
         self.link_bandwidth: float | None = None  # set_migration_bandwidth (None: timings)
         self.world = World()
@@ -234,7 +236,9 @@ class KubeVirtSim:
             self._listen(node)
 
     async def stop(self) -> None:
-        for guest in list(self.guests.values()):
+        orphans = [g for guests in self.orphans.values() for g in guests]
+        self.orphans.clear()
+        for guest in [*self.guests.values(), *orphans]:
             await self._kill_guest(guest)
         await self.exports.stop()
 
@@ -245,6 +249,15 @@ class KubeVirtSim:
         node.add_listener(self._on_machine_event)
 
     def _on_machine_event(self, node: SimNode, event: str) -> None:
+        if event in ("power-off", "heal"):
+            # Guests the cluster already gave up on (split brain behind a partition) die with
+            # the machine, or when its kubelet reconnects and kills what it should not run.
+            for guest in self.orphans.pop(node.name, []):
+                guest.alive = False
+                self.ips.release(guest.uid)
+                service, guest.service = guest.service, None
+                if service is not None:
+                    asyncio.get_running_loop().create_task(service.stop())
         if event != "power-off":
             return
         for guest in self.guests.values():
@@ -256,8 +269,14 @@ class KubeVirtSim:
                     asyncio.get_running_loop().create_task(service.stop())
 
     def machine_running(self, node: str) -> bool:
+        """The node's machine runs (its guests live), reachable from the API or not."""
         machine = self.machines.get(node)
         return machine.running() if machine is not None else True
+
+    def machine_connected(self, node: str) -> bool:
+        """The node's kubelet and virt-handler reach the API server."""
+        machine = self.machines.get(node)
+        return machine.connected() if machine is not None else True
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -424,9 +443,17 @@ class KubeVirtSim:
 
     async def _forget_guest(self, uid: str) -> None:
         guest = self.guests.pop(uid, None)
-        if guest is not None:
-            await self._kill_guest(guest)
-            self.ips.release(uid)
+        if guest is None:
+            return
+        if guest.alive and self._cut_off(guest.node):
+            self.orphans.setdefault(guest.node, []).append(guest)
+            return
+        await self._kill_guest(guest)
+        self.ips.release(uid)
+
+    def _cut_off(self, node: str) -> bool:
+        """The machine runs but nothing from the API reaches it (its guests keep running)."""
+        return bool(node) and self.machine_running(node) and not self.machine_connected(node)
 
     async def _start_guest(self, vmi: Obj, guest: Guest) -> None:
         guest.alive = True
@@ -759,7 +786,7 @@ class KubeVirtSim:
             await self._finish_vmi_deletion(vmi, guest, pods)
             return
         if vmi_phase in d.FINAL_PHASES:
-            if guest.alive:
+            if guest.alive and not self._cut_off(guest.node):
                 await self._kill_guest(guest)
             for stale in pods:
                 if not deleting(stale):
@@ -786,7 +813,8 @@ class KubeVirtSim:
             await self._sync_scheduling(vmi, guest, pod)
             return
         if pod is None or d.phase_of(pod) in d.FINAL_PHASES:
-            await self._kill_guest(guest)
+            if not self._cut_off(guest.node):
+                await self._kill_guest(guest)
             reason = "PodNotExists" if pod is None else "PodFailed"
             await self._set_phase(vmi, "Failed", reason=reason)
             await self._event(vmi, VMIS, "Warning", "Stopped",
@@ -795,10 +823,13 @@ class KubeVirtSim:
                                    "exist")
             return
         node = str((pod.get("spec") or {}).get("nodeName") or "")
-        if deleting(pod) and self.machine_running(node) and guest.alive:
+        if deleting(pod) and self.machine_connected(node) and guest.alive:
             await self._kill_guest(guest)  # the launcher got SIGTERM: the guest shuts down
         if vmi_phase == "Scheduled":
-            if guest.boot_at is not None and self.now() >= guest.boot_at \
+            if guest.boot_at is None:  # the simulator restarted while the guest booted
+                guest.node, guest.pod = node, name_of(pod)
+                guest.boot_at = self.now() + self.timings.vm_boot_time
+            if self.now() >= guest.boot_at \
                     and self.machine_running(node) and not deleting(pod):
                 await self._start_guest(vmi, guest)
                 await self._set_phase(vmi, "Running", {
@@ -871,11 +902,10 @@ class KubeVirtSim:
         for pod in pods:
             if not deleting(pod):
                 await self.api.delete(PODS, name_of(pod), ns_of(pod))
-        if guest.alive:
-            node = guest.node
-            if self.machine_running(node):
-                await asyncio.sleep(0)  # the guest shuts down with its launcher
-                await self._kill_guest(guest)
+        if guest.alive and self.machine_connected(guest.node):
+            # The kubelet sees the deletion: the guest shuts down with its launcher (a
+            # partitioned node never hears of it and its guest keeps running).
+            await self._kill_guest(guest)
         if pods:
             return
         if d.phase_of(vmi) not in d.FINAL_PHASES:
