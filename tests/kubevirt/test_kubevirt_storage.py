@@ -275,3 +275,59 @@ async def test_engine_imported_from_a_broken_image_never_gets_healthy(
     url = f"http://{vmi['status']['interfaces'][0]['ipAddress']}:8080{ENGINE_HEALTH_PATH}"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 503 and "DB Up" not in await resp.text()
+
+
+async def test_in_place_restore_replaces_the_claim(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "db", "Halted")
+    await kvlab.wait_printable("db", "Stopped")
+    await kvlab.api.create(SNAPSHOTS, _snapshot("s", "db"), NS)
+    await _wait_field(kvlab, SNAPSHOTS, "s", "readyToUse", True)
+    before = await kvlab.api.get(PVCS, "db-disk", NS)
+    assert before is not None
+    restore = {"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+               "metadata": {"name": "in-place", "namespace": NS},
+               "spec": {"target": {"kind": "VirtualMachine", "name": "db"},
+                        "virtualMachineSnapshotName": "s",
+                        "volumeRestorePolicy": "InPlace"}}
+    await kvlab.api.create(RESTORES, restore, NS)
+    done = await _wait_field(kvlab, RESTORES, "in-place", "complete", True, timeout=15)
+    assert done["status"]["restores"][0]["persistentVolumeClaim"] == "db-disk"
+    after = await kvlab.api.get(PVCS, "db-disk", NS)
+    assert after is not None and after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert after["metadata"]["annotations"]["lab.hostedengine.io/disk-seed"] == "vms/db-disk"
+
+
+async def test_deleting_a_snapshot_deletes_its_content(kvlab: KubeVirtLab) -> None:
+    await _disk_vm(kvlab, "db", "Halted")
+    await kvlab.api.create(SNAPSHOTS, _snapshot("s", "db"), NS)
+    snap = await _wait_field(kvlab, SNAPSHOTS, "s", "readyToUse", True)
+    content = snap["status"]["virtualMachineSnapshotContentName"]
+    await kvlab.api.delete(SNAPSHOTS, "s", NS)
+
+    async def gone() -> bool:
+        return (await kvlab.api.get(SNAPSHOTS, "s", NS) is None
+                and await kvlab.api.get(SNAPSHOT_CONTENTS, content, NS) is None)
+
+    await kvlab.wait(gone)
+
+
+async def test_export_is_removed_after_its_ttl(kvlab: KubeVirtLab) -> None:
+    await kvlab.api.create(PVCS, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+                 "resources": {"requests": {"storage": "1Mi"}}}}, NS)
+    export = {"apiVersion": "export.kubevirt.io/v1beta1", "kind": "VirtualMachineExport",
+              "metadata": {"name": "short", "namespace": NS},
+              "spec": {"ttlDuration": "1m",  # 0.6 s with the tests' API time scale
+                       "source": {"apiGroup": "", "kind": "PersistentVolumeClaim",
+                                  "name": "data"}}}
+    await kvlab.api.create(EXPORTS, export, NS)
+    ready = await _wait_field(kvlab, EXPORTS, "short", "phase", "Ready")
+    assert ready["status"]["ttlExpirationTime"]
+
+    async def expired() -> bool:
+        return await kvlab.api.get(EXPORTS, "short", NS) is None
+
+    await kvlab.wait(expired)
+    assert ("vms", "short") not in kvlab.kv.exports.entries

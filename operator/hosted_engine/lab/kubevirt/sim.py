@@ -8,6 +8,14 @@ transferred bytes. Durations come from :class:`~hosted_engine.lab.sim.timings.La
 durations KubeVirt reads from API objects (``progressTimeout``, ``completionTimeoutPerGiB``,
 ``bandwidthPerMigration``, snapshot ``failureDeadline``, export ``ttlDuration``) are multiplied by
 ``timings.get("kubevirt_api_seconds", 1.0)`` so tests can shrink them without unrealistic specs.
+
+Durations read from :class:`LabTimings`: ``vm_boot_time`` (virt-launcher running -> VMI Running),
+``vm_shutdown_time`` (a launcher pod's stop), ``migration_bandwidth`` and ``migration_setup_time``,
+``virt_handler_heartbeat`` / ``virt_handler_unresponsive``, ``snapshot_delay``,
+``export_ready_delay``, ``datavolume_import_time``; and from ``LabTimings.extra``:
+``kubevirt_api_seconds`` (above), ``guest_startup_time`` (an engine's default start-up time before
+its health page answers ``DB Up``; 0) and ``migration_unschedulable_timeout`` (a migration whose
+target pod cannot be scheduled fails; 300 s).
 """
 
 from __future__ import annotations
