@@ -1,0 +1,310 @@
+"""A backup run's Kubernetes side and its data path.
+
+- VirtualMachineSnapshot (k8s-anchors §1.6) of the engine VM (the guest agent freezes the
+  filesystems when present) and a VirtualMachineExport (§1.8) of that snapshot, with a token
+  Secret the operator creates (random, owned by the Backup, deleted with the run's cleanup).
+  Names are deterministic per run (:func:`hosted_engine.logic.backup.child_name`), so a
+  restarted operator finds them again instead of creating others.
+- The export's raw disk is streamed over HTTPS, verified against the CA the export publishes in
+  ``status.links.external.cert`` (never unverified), compressed into gzip members and hashed on
+  the way (raw and stored SHA-256), and uploaded to the target; then the VM's and the
+  HostedEngine's definitions; then the manifest, last.
+- The failover Host's maintenance is *requested* with the annotation
+  ``hostedengine.io/maintenance-request: backup/<namespace>.<backup>`` (the Host handler
+  honours it like ``spec.maintenance.mode: local``); removing it activates the Host.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import requests
+import yaml
+
+from hosted_engine import MANAGED_BY_LABEL, MANAGED_BY_VALUE, __version__
+from hosted_engine.adapters.kube import (
+    SECRETS,
+    Body,
+    Kube,
+    KubeError,
+    NotFound,
+    Resource,
+    hostedengine_resource,
+)
+from hosted_engine.adapters.objectstore import ObjectStore, StoreError
+from hosted_engine.clock import get_clock
+from hosted_engine.logic import backup as lb
+from hosted_engine.models.host import MAINTENANCE_REQUEST_ANNOTATION
+
+SNAPSHOTS: Final = Resource("snapshot.kubevirt.io", "v1beta1", "virtualmachinesnapshots", True)
+EXPORTS: Final = Resource("export.kubevirt.io", "v1beta1", "virtualmachineexports", True)
+VMS: Final = Resource("kubevirt.io", "v1", "virtualmachines", True)
+BACKUPS: Final = hostedengine_resource("backups", namespaced=True)
+RESTORES: Final = hostedengine_resource("restores", namespaced=True)
+HOSTEDENGINES: Final = hostedengine_resource("hostedengines", namespaced=True)
+HOSTS: Final = hostedengine_resource("hosts", namespaced=False)
+TOKEN_HEADER: Final = "x-kubevirt-export-token"
+RUN_LABEL: Final = "hostedengine.io/backup-run"
+BACKUP_LABEL: Final = "hostedengine.io/backup"
+EXPORT_TTL: Final = "2h"
+HTTP_TIMEOUT: Final = 60.0
+CHUNK: Final = 1024 * 1024
+_DROP_META: Final = ("managedFields", "uid", "resourceVersion", "creationTimestamp",
+                     "ownerReferences", "generation", "finalizers", "deletionTimestamp",
+                     "deletionGracePeriodSeconds", "selfLink")
+
+
+class Cancelled(Exception):
+    """The operator is stopping: the run resumes from its status on the next start."""
+
+
+def definition(obj: Mapping[str, Any], *, keep_status: bool) -> dict[str, Any]:
+    """An object as stored in a backup: no server-side bookkeeping."""
+    out = copy.deepcopy(dict(obj))
+    meta = out.get("metadata") or {}
+    for key in _DROP_META:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    for key in list(annotations):
+        if (key.startswith("hostedengine.io/") and "last-handled" in key) or key.startswith(
+            "kopf.zalando.org/"
+        ):
+            annotations.pop(key)
+    if not keep_status:
+        out.pop("status", None)
+    return out
+
+
+def _meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return (obj or {}).get("metadata") or {}
+
+
+def _status(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return (obj or {}).get("status") or {}
+
+
+@dataclass
+class ExportLink:
+    url: str
+    ca_pem: str
+    volume: str
+
+
+class BackupKube:
+    """The API side of a run (synchronous, over the shared :class:`Kube`)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    # -- the source -----------------------------------------------------------------------
+    def hosted_engine(self, namespace: str, name: str) -> Body | None:
+        return self.kube.find(HOSTEDENGINES, name, namespace)
+
+    def vm(self, namespace: str, name: str) -> Body | None:
+        return self.kube.find(VMS, name, namespace)
+
+    # -- failover host --------------------------------------------------------------------
+    def host(self, name: str) -> Body | None:
+        return self.kube.find(HOSTS, name)
+
+    def request_maintenance(self, host: str, value: str, on: bool) -> None:
+        """Put (or take back) our maintenance request; another requester's is left alone."""
+        current = self.kube.find(HOSTS, host)
+        if current is None:
+            return
+        present = (_meta(current).get("annotations") or {}).get(MAINTENANCE_REQUEST_ANNOTATION)
+        if (on and present == value) or (not on and present != value):
+            return
+        if on and present:  # someone else's maintenance: ours joins it, theirs is not touched
+            return
+        with contextlib.suppress(NotFound):
+            self.kube.patch(HOSTS, host, {"metadata": {"annotations": {
+                MAINTENANCE_REQUEST_ANNOTATION: value if on else None}}})
+
+    # -- snapshot and export --------------------------------------------------------------
+    def snapshot(self, namespace: str, name: str) -> Body | None:
+        return self.kube.find(SNAPSHOTS, name, namespace)
+
+    def export(self, namespace: str, name: str) -> Body | None:
+        return self.kube.find(EXPORTS, name, namespace)
+
+    def create_snapshot(self, owner: Mapping[str, Any], name: str, vm: str, run_id: str) -> None:
+        namespace = _meta(owner).get("namespace")
+        self.kube.create_or_get(SNAPSHOTS, {
+            "apiVersion": SNAPSHOTS.api_version,
+            "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {RUN_LABEL: run_id, BACKUP_LABEL: _meta(owner).get("name")}},
+            "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": vm},
+                     "deletionPolicy": "Delete", "failureDeadline": "5m"},
+        }, owner=owner)
+
+    def create_export(self, owner: Mapping[str, Any], name: str, snapshot: str,
+                      run_id: str) -> None:
+        namespace = str(_meta(owner).get("namespace"))
+        labels = {RUN_LABEL: run_id, BACKUP_LABEL: str(_meta(owner).get("name"))}
+        if self.kube.find(SECRETS, name, namespace) is None:
+            token = secrets.token_urlsafe(32)
+            self.kube.create_or_get(SECRETS, {
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "data": {"token": base64.b64encode(token.encode()).decode()},
+            }, owner=owner)
+        self.kube.create_or_get(EXPORTS, {
+            "apiVersion": EXPORTS.api_version,
+            "kind": "VirtualMachineExport",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"source": {"apiGroup": "snapshot.kubevirt.io",
+                                "kind": "VirtualMachineSnapshot", "name": snapshot},
+                     "tokenSecretRef": name, "ttlDuration": EXPORT_TTL},
+        }, owner=owner)
+
+    def delete_children(self, namespace: str, name: str) -> None:
+        self.kube.delete(EXPORTS, name, namespace)
+        self.kube.delete(SECRETS, name, namespace)
+        self.kube.delete(SNAPSHOTS, name, namespace)
+
+    def export_links(self, namespace: str, name: str) -> list[ExportLink]:
+        export = self.export(namespace, name) or {}
+        external = (_status(export).get("links") or {}).get("external") or {}
+        ca = str(external.get("cert") or "")
+        out = []
+        for volume in external.get("volumes") or []:
+            for fmt in volume.get("formats") or []:
+                if fmt.get("format") == "raw":
+                    out.append(ExportLink(str(fmt.get("url")), ca, str(volume.get("name"))))
+        return out
+
+    def export_token(self, namespace: str, name: str) -> str:
+        return self.kube.read_secret(namespace, name, "token").get_secret_value()
+
+    # -- the Backup itself ----------------------------------------------------------------
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+        return self.kube.patch_status(BACKUPS, name, status, namespace)
+
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            self.kube.post_event(obj, reason=reason, message=message[:1000],
+                                 type="Warning" if type_ == "Warning" else "Normal")
+
+
+def iter_export(link: ExportLink, token: str, stop: threading.Event | None = None,
+                session: requests.Session | None = None) -> Iterator[bytes]:
+    """The raw disk of one exported volume, verified against the export's CA."""
+    ca_file = None
+    verify: bool | str = True
+    if link.ca_pem:
+        fd, ca_file = tempfile.mkstemp(prefix="export-ca-", suffix=".pem")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(link.ca_pem)
+        verify = ca_file
+    http = session or requests.Session()
+    try:
+        with http.get(link.url, headers={TOKEN_HEADER: token}, stream=True, verify=verify,
+                      timeout=HTTP_TIMEOUT) as response:
+            if response.status_code != 200:
+                raise StoreError(f"export {link.volume}: HTTP {response.status_code}")
+            expected = response.headers.get("Content-Length")
+            got = 0
+            for chunk in response.iter_content(CHUNK):
+                if stop is not None and stop.is_set():
+                    raise Cancelled("operator stopping")
+                got += len(chunk)
+                yield chunk
+            if expected is not None and got != int(expected):
+                raise StoreError(f"export {link.volume}: short read ({got} of {expected})")
+    except requests.RequestException as exc:
+        raise StoreError(f"export {link.volume}: {type(exc).__name__}") from None
+    finally:
+        if session is None:
+            http.close()
+        if ca_file:
+            with contextlib.suppress(OSError):
+                os.unlink(ca_file)
+
+
+def run_prefix(namespace: str, hosted_engine: str, run_id: str) -> str:
+    return f"{namespace}/{hosted_engine}/{run_id}"
+
+
+def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *,
+               hosted_engine: str, run_id: str, export: str,
+               stop: threading.Event | None = None) -> lb.UploadResult:
+    """Stream the run's disk(s), definitions and (last) the manifest to ``store``."""
+    namespace = str(_meta(backup).get("namespace"))
+    prefix = run_prefix(namespace, hosted_engine, run_id)
+    try:
+        he = api.hosted_engine(namespace, hosted_engine)
+        vm = api.vm(namespace, hosted_engine)
+        if he is None or vm is None:
+            return lb.UploadResult(ok=False, error="the HostedEngine or its VM is gone")
+        links = api.export_links(namespace, export)
+        if not links:
+            return lb.UploadResult(ok=False, error="the export lists no volume")
+        token = api.export_token(namespace, export)
+        objects: list[lb.StoredObject] = []
+        for index, link in enumerate(links):
+            name = lb.DISK if index == 0 else f"disk-{link.volume}.img.gz"
+            gz = lb.GzipStream()
+
+            def compressed(link: ExportLink = link, gz: lb.GzipStream = gz) -> Iterator[bytes]:
+                for chunk in iter_export(link, token, stop):
+                    yield from gz.feed(chunk)
+                yield from gz.finish()
+
+            store.upload_stream(f"{prefix}/{name}", compressed())
+            objects.append(lb.StoredObject(name, gz.stored_size, gz.stored_sha.hexdigest(),
+                                           gz.raw_size, gz.raw_sha.hexdigest()))
+        for name, obj, keep in ((lb.VM_DEFINITION, vm, False), (lb.HE_DEFINITION, he, True)):
+            data = yaml.safe_dump(definition(obj, keep_status=keep), sort_keys=False).encode()
+            store.put(f"{prefix}/{name}", data)
+            objects.append(lb.StoredObject(name, len(data), lb.sha256_hex(data)))
+        snap = api.snapshot(namespace, export)
+        indications = [str(i) for i in _status(snap).get("indications") or []]
+        he_spec = he.get("spec") or {}
+        he_vm = he_spec.get("vm") or {}
+        version = (he_vm.get("image") or {}).get("version")
+        fqdn = (he_vm.get("network") or {}).get("fqdn")
+        manifest = lb.build_manifest(
+            namespace=namespace, backup=str(_meta(backup).get("name")), run_id=run_id,
+            created_at=get_clock().now(), operator_version=__version__,
+            source={"hostedEngine": hosted_engine, "virtualMachine": hosted_engine,
+                    "fqdn": fqdn, "engineVersion": version,
+                    "volumes": [link.volume for link in links]},
+            objects=objects, indications=indications)
+        store.put(f"{prefix}/{lb.MANIFEST}", manifest)
+    except (StoreError, KubeError) as exc:
+        return lb.UploadResult(ok=False, error=str(exc))
+    total = sum(o.size for o in objects) + len(manifest)
+    return lb.UploadResult(ok=True, size_bytes=total, manifest_sha256=lb.sha256_hex(manifest),
+                           location=store.location(prefix), engine_version=version)
+
+
+__all__ = [
+    "BACKUPS",
+    "BACKUP_LABEL",
+    "EXPORTS",
+    "HOSTEDENGINES",
+    "HOSTS",
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
+    "RESTORES",
+    "RUN_LABEL",
+    "SNAPSHOTS",
+    "BackupKube",
+    "Cancelled",
+    "ExportLink",
+    "definition",
+    "iter_export",
+    "run_prefix",
+    "upload_run",
+]

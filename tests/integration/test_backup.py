@@ -1,0 +1,326 @@
+"""Backups on the lab: a working engine backed up to a real S3 server (moto's server mode on
+127.0.0.1) and to a directory, on a per-second cron; retention, maxFailures and suspension,
+the failover-host workflow, an operator restart in the middle of a run.
+
+The lab's disks are deterministic byte streams of the claim's capacity (see
+hosted_engine.lab.kubevirt.diskstream); the engine's claim is given a small capacity so that a
+run moves a few MiB, and every stored disk is checked against the lab's own checksum.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from harness import (
+    HOSTEDENGINES,
+    HOSTS,
+    Cluster,
+    LabCluster,
+    OperatorThread,
+    conditions,
+    field,
+    wait_for,
+)
+from hosted_engine.adapters.kube import Resource, hostedengine_resource
+from hosted_engine.lab.kubevirt.diskstream import disk_sha256
+from hostedengine_lab import NS, PVCS, SECRETS, he_body, prepare, wait_up
+from moto.server import ThreadedMotoServer
+
+pytestmark = pytest.mark.lab
+
+BACKUPS = hostedengine_resource("backups", namespaced=True)
+SNAPSHOTS = Resource("snapshot.kubevirt.io", "v1beta1", "virtualmachinesnapshots", True)
+EXPORTS = Resource("export.kubevirt.io", "v1beta1", "virtualmachineexports", True)
+ENGINE = "engine"
+DISK_CLAIM = "engine-disk"
+DISK_BYTES = 3 * 1024 * 1024 + 12345  # not a multiple of a block
+BUCKET = "engine-backups"
+ACCESS_KEY = "AKIDBACKUPTEST"
+SECRET_KEY = "s3cr3t-never-shown-9f2c"
+EVERY_SECOND = "* * * * * *"
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+class S3:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.client: Any = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=BUCKET, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents") or [])
+        return sorted(out)
+
+    def get(self, key: str) -> bytes:
+        data: bytes = self.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+
+@pytest.fixture
+def s3() -> Iterator[S3]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        store = S3(f"http://{host}:{port}")
+        # moto keeps its state per process: start from an empty server
+        requests.post(f"{store.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        store.client.create_bucket(Bucket=BUCKET)
+        yield store
+    finally:
+        server.stop()
+
+
+def engine_ready(cluster: Cluster) -> str:
+    """Hosts, the hosted-engine StorageDomain, a running engine with a small disk; returns the
+    SHA-256 its backups must hold."""
+    prepare(cluster, power=False)
+    cluster.create(HOSTEDENGINES, he_body())
+    wait_up(cluster, timeout=60)
+    pvc = cluster.get(PVCS, DISK_CLAIM, NS)
+    assert pvc is not None
+    cluster.patch_status(PVCS, DISK_CLAIM, {"capacity": {"storage": str(DISK_BYTES)}}, NS)
+    seed = (pvc["metadata"].get("annotations") or {}).get("lab.hostedengine.io/disk-seed") or \
+        f"{NS}/{DISK_CLAIM}"
+    return disk_sha256(seed, DISK_BYTES)
+
+
+def s3_secret(cluster: Cluster) -> None:
+    cluster.create(SECRETS, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
+        "data": {"accessKeyId": base64.b64encode(ACCESS_KEY.encode()).decode(),
+                 "secretAccessKey": base64.b64encode(SECRET_KEY.encode()).decode()}})
+
+
+def s3_target(s3: S3, prefix: str = "lab") -> dict[str, Any]:
+    return {"s3": {"endpoint": s3.endpoint, "bucket": BUCKET, "prefix": prefix,
+                   "credentialsSecretRef": {"name": "s3-creds"}}}
+
+
+def backup_body(name: str, target: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "hostedengine.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"source": {"hostedEngine": ENGINE}, "target": target, **spec}}
+
+
+def status(cluster: Cluster, name: str) -> dict[str, Any]:
+    obj = cluster.get(BACKUPS, name, NS) or {}
+    return dict(obj.get("status") or {})
+
+
+def wait_runs(cluster: Cluster, name: str, check: Callable[[list[dict[str, Any]]], bool],
+              what: str, timeout: float = 60) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        st = status(cluster, name)
+        return st if check(list(st.get("runs") or [])) else None
+
+    return wait_for(what, probe, timeout=timeout, describe=lambda: status(cluster, name))
+
+
+def succeeded(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in runs if r["phase"] == "Succeeded"]
+
+
+def no_children(cluster: Cluster) -> bool:
+    return not cluster.list(SNAPSHOTS, NS) and not cluster.list(EXPORTS, NS)
+
+
+def verify_run(read: Callable[[str], bytes], prefix: str, expected_disk_sha: str,
+               manifest_sha: str | None = None) -> dict[str, Any]:
+    """Check a stored run the way a restore does: manifest, then every object."""
+    raw_manifest = read(f"{prefix}/manifest.json")
+    if manifest_sha is not None:
+        assert hashlib.sha256(raw_manifest).hexdigest() == manifest_sha
+    manifest = json.loads(raw_manifest)
+    assert manifest["formatVersion"] == 1
+    names = {o["name"]: o for o in manifest["objects"]}
+    assert set(names) == {"disk.img.gz", "virtualmachine.yaml", "hostedengine.yaml"}
+    for name, entry in names.items():
+        data = read(f"{prefix}/{name}")
+        assert len(data) == entry["size"], name
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
+    disk = gzip.decompress(read(f"{prefix}/disk.img.gz"))
+    assert len(disk) == DISK_BYTES == names["disk.img.gz"]["rawSize"]
+    assert hashlib.sha256(disk).hexdigest() == expected_disk_sha == \
+        names["disk.img.gz"]["rawSha256"]
+    assert b"fqdn: engine.lab.example" in read(f"{prefix}/hostedengine.yaml")
+    return manifest
+
+
+def assert_no_secret(cluster: Cluster, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    text = json.dumps(cluster.get(BACKUPS, name, NS)) + json.dumps(cluster.events_for(name, NS))
+    assert SECRET_KEY not in text and SECRET_KEY not in caplog.text
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_one_shot_backup_to_s3_is_complete_verified_and_cleaned_up(
+        cluster: Cluster, s3: S3, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    disk_sha = engine_ready(cluster)
+    s3_secret(cluster)
+    cluster.create(BACKUPS, backup_body("once", s3_target(s3)))
+
+    st = wait_runs(cluster, "once", lambda runs: bool(runs), "one run finished")
+    (run,) = st["runs"]
+    assert run["phase"] == "Succeeded", run
+    assert run["trigger"] == "OneShot"
+    assert st["phase"] == "Succeeded" and st["lastSuccessfulRun"] == run["id"]
+    assert "currentRun" not in st and "nextRunTime" not in st
+    prefix = f"lab/{NS}/{ENGINE}/{run['id']}"
+    assert run["location"] == f"s3://{BUCKET}/{prefix}"
+    assert s3.keys(prefix) == sorted(f"{prefix}/{n}" for n in (
+        "disk.img.gz", "hostedengine.yaml", "manifest.json", "virtualmachine.yaml"))
+    manifest = verify_run(s3.get, prefix, disk_sha, run["manifestSha256"])
+    assert manifest["source"]["fqdn"] == "engine.lab.example"
+    assert run["sizeBytes"] == sum(o["size"] for o in manifest["objects"]) + len(
+        s3.get(f"{prefix}/manifest.json"))
+    conds = conditions(cluster.get(BACKUPS, "once", NS))
+    assert conds["LastRunSucceeded"]["status"] == "True"
+    assert conds["Ready"]["status"] == "True"
+    # snapshot, export and its token are gone once the run is over
+    wait_for("run's children removed", lambda: no_children(cluster))
+    assert cluster.get(SECRETS, f"once-{run['id']}", NS) is None
+    assert {"BackupStarted", "BackupSucceeded"} <= set(cluster.event_reasons("once", NS))
+    assert_no_secret(cluster, "once", caplog)
+
+
+def test_scheduled_backups_to_a_directory_keep_the_last_two(
+        cluster: Cluster, tmp_path: Path) -> None:
+    disk_sha = engine_ready(cluster)
+    target = {"filesystem": {"path": str(tmp_path)}}
+    cluster.create(BACKUPS, backup_body("nightly", target, schedule=EVERY_SECOND,
+                                        timeZone="Europe/Paris", retention={"keepLast": 2}))
+
+    st = wait_runs(cluster, "nightly", lambda runs: len(
+        [r for r in runs if r["phase"] in ("Succeeded", "Deleted")]) >= 4, "four scheduled runs")
+    cluster.patch(BACKUPS, "nightly", {"spec": {"suspend": True}}, NS)
+    st = wait_for("suspended, no run in flight", lambda: (
+        s if (s := status(cluster, "nightly")).get("phase") == "Suspended" else None))
+    runs = st["runs"]
+    assert all(r["trigger"] == "Schedule" for r in runs)
+    assert len({r["id"] for r in runs}) == len(runs)
+    kept = [r for r in runs if r["phase"] == "Succeeded"]
+    deleted = [r for r in runs if r["phase"] == "Deleted"]
+    assert len(kept) == 2 and len(deleted) >= 2
+    assert kept[0]["id"] == st["lastSuccessfulRun"]  # the newest is always kept
+    run_dirs = sorted(p.name for p in (tmp_path / NS / ENGINE).iterdir())
+    assert run_dirs == sorted(r["id"] for r in kept)
+    for run in kept:
+        verify_run(lambda key: (tmp_path / key).read_bytes(), f"{NS}/{ENGINE}/{run['id']}",
+                   disk_sha, run["manifestSha256"])
+    assert conditions(cluster.get(BACKUPS, "nightly", NS))["Suspended"]["reason"] == \
+        "SuspendedByUser"
+    wait_for("children removed", lambda: no_children(cluster))
+
+
+def test_max_failures_suspends_the_schedule_until_the_spec_changes(
+        cluster: Cluster, s3: S3, caplog: pytest.LogCaptureFixture) -> None:
+    engine_ready(cluster)
+    s3_secret(cluster)
+    bad = s3_target(s3)
+    bad["s3"]["bucket"] = "no-such-bucket"
+    cluster.create(BACKUPS, backup_body("flaky", bad, schedule=EVERY_SECOND, maxFailures=2))
+
+    st = wait_for("suspended after two failures", lambda: (
+        s if (s := status(cluster, "flaky")).get("phase") == "Suspended" else None), timeout=60)
+    assert st["consecutiveFailures"] == 2
+    assert [r["phase"] for r in st["runs"]] == ["Failed", "Failed"]
+    assert "NoSuchBucket" in st["runs"][0]["message"]
+    assert "nextRunTime" not in st and "currentRun" not in st
+    cond = conditions(cluster.get(BACKUPS, "flaky", NS))["Suspended"]
+    assert (cond["status"], cond["reason"]) == ("True", "MaxFailuresReached")
+    assert {"BackupFailed", "BackupSuspended"} <= set(cluster.event_reasons("flaky", NS))
+    wait_for("failed runs cleaned up", lambda: no_children(cluster))
+    assert s3.keys(f"lab/{NS}") == []  # a failed run leaves nothing behind
+
+    # a spec change (the right bucket) resumes the schedule
+    cluster.patch(BACKUPS, "flaky", {"spec": {"target": s3_target(s3)}}, NS)
+    st = wait_runs(cluster, "flaky", lambda runs: bool(succeeded(runs)), "a good run")
+    assert st["consecutiveFailures"] == 0
+    assert conditions(cluster.get(BACKUPS, "flaky", NS))["Suspended"]["status"] == "False"
+    assert_no_secret(cluster, "flaky", caplog)
+
+
+def test_failover_host_is_put_in_maintenance_for_the_run_and_activated_after(
+        cluster: Cluster, tmp_path: Path) -> None:
+    engine_ready(cluster)
+    engine_host = field(cluster.get(HOSTEDENGINES, ENGINE, NS), "status.host")
+    spare = next(n for n in ("node-1", "node-2", "node-3") if n != engine_host)
+    seen: list[str] = []
+    cluster.create(BACKUPS, backup_body("with-spare", {"filesystem": {"path": str(tmp_path)}},
+                                        failoverHost=spare))
+
+    def probe() -> dict[str, Any] | None:
+        host_state = field(cluster.get(HOSTS, spare), "status.state")
+        if host_state and (not seen or seen[-1] != host_state):
+            seen.append(host_state)
+        st = status(cluster, "with-spare")
+        return st if st.get("runs") else None
+
+    st = wait_for("run finished", probe, timeout=90)
+    assert st["runs"][0]["phase"] == "Succeeded", st["runs"][0]
+    assert "Maintenance" in seen
+    wait_for("spare host active again", lambda: field(cluster.get(HOSTS, spare),
+                                                      "status.state") == "Up", timeout=60)
+    annotations = (cluster.get(HOSTS, spare) or {})["metadata"].get("annotations") or {}
+    assert "hostedengine.io/maintenance-request" not in annotations
+    assert "FailoverHostInMaintenance" in cluster.event_reasons("with-spare", NS)
+
+
+def test_restart_in_the_middle_of_a_run_resumes_it_once_without_orphans(
+        lab_cluster: LabCluster, make_operator: Callable[..., OperatorThread],
+        tmp_path: Path) -> None:
+    first = make_operator()
+    cluster = Cluster(lab_cluster, first)
+    disk_sha = engine_ready(cluster)
+    cluster.create(BACKUPS, backup_body("resume", {"filesystem": {"path": str(tmp_path)}}))
+    # stop the operator as soon as the run has a snapshot (mid-run)
+    wait_for("run has a snapshot", lambda: cluster.list(SNAPSHOTS, NS) or None, timeout=60)
+    first.stop()
+    st = status(cluster, "resume")
+    run_id = st["currentRun"]["id"]
+    assert not st.get("runs")
+
+    second = make_operator()
+    cluster = Cluster(lab_cluster, second)
+    st = wait_runs(cluster, "resume", lambda runs: bool(runs), "the run finished")
+    (run,) = st["runs"]
+    assert (run["id"], run["phase"]) == (run_id, "Succeeded")
+    verify_run(lambda key: (tmp_path / key).read_bytes(), f"{NS}/{ENGINE}/{run_id}", disk_sha)
+    assert [p.name for p in (tmp_path / NS / ENGINE).iterdir()] == [run_id]
+    wait_for("no orphan snapshot or export", lambda: no_children(cluster))
+    assert cluster.event_reasons("resume", NS).count("BackupStarted") == 1
+
+
+def test_invalid_spec_is_reported_and_nothing_runs(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.ensure_namespace(NS)
+    body = backup_body("bad", {"filesystem": {"path": str(tmp_path)}})
+    body["spec"]["source"]["hostedEngine"] = "Not_A_Name"
+    with pytest.raises(Exception, match="hostedEngine"):
+        cluster.create(BACKUPS, body)  # the schema refuses what it can
+    cluster.create(BACKUPS, backup_body("nosource", {"filesystem": {"path": str(tmp_path)}}))
+    st = wait_runs(cluster, "nosource", lambda runs: bool(runs), "run failed")
+    assert st["runs"][0]["phase"] == "Failed"
+    assert "does not exist" in st["runs"][0]["message"]
+    assert list(tmp_path.iterdir()) == []
