@@ -166,8 +166,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
             created = time.monotonic() - t1
             deadline = time.monotonic() + args.timeout
+            last = time.monotonic()
             while running() < count and time.monotonic() < deadline:
                 await asyncio.sleep(1)
+                if time.monotonic() - last >= 30:
+                    last = time.monotonic()
+                    print({"running": running(), "s": round(last - t1, 1),
+                           "rss_mib": round(rss_mib(), 1)}, flush=True)
             done = running()
             elapsed = time.monotonic() - t1
             row = {
