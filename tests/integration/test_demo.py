@@ -159,3 +159,29 @@ def test_a_failing_step_says_why_exits_1_and_stops_everything(tmp_path: Path) ->
     assert "lab stopped" in out
     assert not wait_dead(pids_in(out))
     assert not port_open(server_port(kubeconfig))
+
+
+def test_sigterm_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "term.kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hosted_engine", "demo", "--hosts", "2", "--kubeconfig",
+         str(kubeconfig)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "OK   operator running" in line:
+                break
+        assert any("OK   operator running" in line for line in lines), "".join(lines)
+        proc.send_signal(15)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    out = "".join(lines) + rest
+    assert proc.returncode == 1, out
+    assert "FAIL interrupted" in out and "operator stopped" in out and "lab stopped" in out
+    assert not wait_dead(pids_in(out))
+    assert not port_open(server_port(kubeconfig))

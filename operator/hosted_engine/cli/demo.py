@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from hosted_engine.cli.main import CliError
 
@@ -61,4 +63,12 @@ def demo_command(args: argparse.Namespace) -> int:
                        f"`hosted-engine lab down --kubeconfig {kubeconfig}`", 2)
     options = DemoOptions(kubeconfig=kubeconfig, hosts=args.hosts, keep=args.keep,
                           profile=REALISTIC if args.realistic else FAST)
-    return run_demo(options)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop what was started, as on Ctrl-C
+    try:
+        return run_demo(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
