@@ -16,7 +16,8 @@ NS = "vms"
 
 
 def fast_timings(**overrides: Any) -> LabTimings:
-    extra = {"kubevirt_api_seconds": 0.01, "migration_unschedulable_timeout": 1.0}
+    extra = {"kubevirt_api_seconds": 0.01, "migration_unschedulable_timeout": 1.0,
+             "evacuation_retry": 0.2}
     extra.update(overrides.pop("extra", {}))
     return LabTimings.fast(extra=extra, **overrides)
 

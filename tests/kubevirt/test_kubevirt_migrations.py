@@ -294,3 +294,26 @@ async def test_eviction_without_strategy_kills_the_vm_and_always_restarts_it(
 
     await kvlab.wait(restarted)
     assert await _vmims(kvlab) == []
+
+
+async def test_an_evacuation_with_nowhere_to_go_is_retried(make_kvlab: LabFactory) -> None:
+    kvlab = await make_kvlab(hosts=1)
+    await kvlab.api.create(VMS, vm_body("vm", "Always", evictionStrategy="LiveMigrate"), NS)
+    vmi = await kvlab.wait_phase("vm", "Running")
+    pod = await _launcher(kvlab, "vm")
+    with pytest.raises(ApiError) as info:
+        await _evict(kvlab, pod["metadata"]["name"])
+    assert info.value.code == 429
+
+    async def retried() -> bool:
+        migrations = await _vmims(kvlab)
+        failed = [m for m in migrations if (m.get("status") or {}).get("phase") == "Failed"]
+        return len(migrations) >= 2 and len(failed) >= 1
+
+    await kvlab.wait(retried, timeout=15)
+    names = {m["metadata"]["name"] for m in await _vmims(kvlab)}
+    assert all(n.startswith("kubevirt-evacuation-") for n in names)
+    after = await kvlab.vmi("vm")
+    assert after is not None and after["metadata"]["uid"] == vmi["metadata"]["uid"]
+    assert after["status"]["evacuationNodeName"] == "node-1"
+    assert after["status"]["phase"] == "Running"

@@ -14,8 +14,9 @@ Durations read from :class:`LabTimings`: ``vm_boot_time`` (virt-launcher running
 ``virt_handler_heartbeat`` / ``virt_handler_unresponsive``, ``snapshot_delay``,
 ``export_ready_delay``, ``datavolume_import_time``; and from ``LabTimings.extra``:
 ``kubevirt_api_seconds`` (above), ``guest_startup_time`` (an engine's default start-up time before
-its health page answers ``DB Up``; 0) and ``migration_unschedulable_timeout`` (a migration whose
-target pod cannot be scheduled fails; 300 s).
+its health page answers ``DB Up``; 0), ``migration_unschedulable_timeout`` (a migration whose
+target pod cannot be scheduled fails; 300 s) and ``evacuation_retry`` (5 s between evacuation
+attempts of one VMI).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ LAUNCHER_OVERHEAD = 200 * 1024**2
 DEFAULT_GRACE = 30  # types.go DefaultGracePeriodSeconds
 UNSCHEDULABLE_TARGET_TIMEOUT = 300.0  # a migration target pod that never schedules
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
+EVACUATION_RETRY = 5.0  # seconds between evacuation attempts of one VMI
 RESYNC_PERIOD = 10.0  # seconds between full reconciles of settled objects
 HEARTBEAT_ANNOTATION = "kubevirt.io/heartbeat"
 
@@ -191,6 +193,7 @@ class KubeVirtSim:
         self._settled: dict[tuple[str, tuple[str, str]], tuple[Any, ...]] = {}
         self._resynced = 0.0
         self._retry_at: dict[tuple[str, str], float] = {}
+        self._evacuation_next: dict[str, float] = {}
         from hosted_engine.lab.kubevirt.storage import StorageControllers
 
         self.storage = StorageControllers(self)
@@ -965,6 +968,12 @@ class KubeVirtSim:
             if d.phase_of(vmim) not in d.FINAL_PHASES:
                 return
             attempts += 1
+        # A failed evacuation is retried, not at once (the controller's rate limiting).
+        now = self.now()
+        if now < self._evacuation_next.get(uid_of(vmi), 0.0):
+            return
+        self._evacuation_next[uid_of(vmi)] = now + self.timings.get(
+            "evacuation_retry", EVACUATION_RETRY)
         # A stable name per attempt: a stale view cannot start the same evacuation twice.
         suffix = short_hash(f"{uid_of(vmi)}/{node}/{attempts}")
         body: Obj = {
