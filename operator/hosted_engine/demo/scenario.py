@@ -9,6 +9,8 @@ step, stops what it started (unless ``--keep``) and exits 1.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -646,12 +648,26 @@ def _print_keep(ctx: Context) -> None:
         out.plain(f"  lab       pid {ctx.lab.pid}, log {ctx.lab.log}")
     if ctx.operator is not None:
         out.plain(f"  operator  pid {ctx.operator.pid}, log {ctx.operator.log}")
+    kc = _command_name(ctx.kubectl or "kubectl")
+    he = _command_name(str(Path(sys.executable).parent / "hosted-engine"))
     out.plain("Point kubectl at them:")
     out.plain(f"  export KUBECONFIG={k}")
-    out.plain("  kubectl get nodes")
-    out.plain("  kubectl get hostedengines,hosts,storagedomains -A")
-    out.plain("  kubectl get vmi -A -o wide")
-    out.plain("  hosted-engine lab status")
-    out.plain("  hosted-engine lab fail-node node-2")
+    out.plain(f"  {kc} get nodes")
+    out.plain(f"  {kc} get hostedengines,hosts,storagedomains -A")
+    out.plain(f"  {kc} get vmi -A -o wide")
+    out.plain(f"  {he} lab status")
+    out.plain(f"  {he} lab fail-node node-2")
     out.plain("Stop everything (the operator stops with the lab):")
-    out.plain(f"  hosted-engine lab down --kubeconfig {k}")
+    out.plain(f"  {he} lab down --kubeconfig {k}")
+
+
+def _command_name(path: str) -> str:
+    """A command as the user can type it: its bare name when PATH finds the same file, else
+    its path (relative to the current directory when below it)."""
+    name = Path(path).name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == Path(path).resolve():
+        return name
+    if not Path(path).exists():
+        return name
+    return _short(path)
