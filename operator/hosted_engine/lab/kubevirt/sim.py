@@ -75,6 +75,7 @@ from hosted_engine.lab.sim.api import (
     PODS,
     PVCS,
     Api,
+    Conflict,
     Obj,
     Res,
     condition,
@@ -386,6 +387,9 @@ class KubeVirtSim:
     async def _guard(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             await fn(*args)
+        except Conflict:
+            obj = args[0] if args else {}
+            log.debug("kubevirt: %s/%s changed meanwhile; next pass", ns_of(obj), name_of(obj))
         except Exception:
             obj = args[0] if args else {}
             log.exception("kubevirt: reconciling %s/%s failed", ns_of(obj), name_of(obj))
@@ -467,6 +471,8 @@ class KubeVirtSim:
         return bool(node) and self.machine_running(node) and not self.machine_connected(node)
 
     async def _start_guest(self, vmi: Obj, guest: Guest) -> None:
+        if guest.alive:  # already started (a transition that lost a Conflict is retried)
+            return
         guest.alive = True
         guest.lost = False
         guest.boots += 1
@@ -517,8 +523,14 @@ class KubeVirtSim:
             return
         guest.service = service
 
-    async def _patch_status(self, res: Any, obj: Obj, body: Obj) -> Obj | None:
-        return await self.api.patch(res, name_of(obj), {"status": body}, ns_of(obj), "status")
+    async def _patch_status(self, res: Any, obj: Obj, body: Obj,
+                            guard: bool = False) -> Obj | None:
+        """Patch ``status``; ``guard`` makes it conditional on the observed resourceVersion
+        (a transition decided on a stale view then fails with Conflict, like in Go)."""
+        patch: Obj = {"status": body}
+        if guard:
+            patch["metadata"] = {"resourceVersion": _rv(obj)}
+        return await self.api.patch(res, name_of(obj), patch, ns_of(obj), "status")
 
     async def _event(self, obj: Obj, res: Any, etype: str, reason: str, message: str) -> None:
         with contextlib.suppress(Exception):
@@ -707,7 +719,7 @@ class KubeVirtSim:
                                   "", now)
             body["conditions"] = conds
         body.update(extra or {})
-        await self._patch_status(VMIS, vmi, body)
+        await self._patch_status(VMIS, vmi, body, guard=True)
 
     def _launcher_pod(self, vmi: Obj, suffix_key: str, extra_labels: Obj | None = None,
                       added_selector: Mapping[str, str] | None = None,
@@ -874,13 +886,13 @@ class KubeVirtSim:
             guest.node = node
             guest.pod = name_of(pod)
             guest.boot_at = self.now() + self.timings.vm_boot_time
-            await self.api.patch(VMIS, name_of(vmi),
-                                 {"metadata": {"labels": {NODE_NAME_LABEL: node}}}, ns_of(vmi))
             await self._set_phase(vmi, "Scheduled", {
                 "nodeName": node,
                 "activePods": {uid_of(pod): node},
                 "conditions": without_condition(conds, "PodScheduled"),
             })
+            await self.api.patch(VMIS, name_of(vmi),
+                                 {"metadata": {"labels": {NODE_NAME_LABEL: node}}}, ns_of(vmi))
 
     async def _sync_running(self, vmi: Obj, guest: Guest, pod: Obj, node: str) -> None:
         if not guest.node:  # the simulator restarted: adopt the running guest
@@ -1032,7 +1044,7 @@ class KubeVirtSim:
         stamps.append({"phase": new_phase, "phaseTransitionTimestamp": self.stamp()})
         body: Obj = {"phase": new_phase, "phaseTransitionTimestamps": stamps}
         body.update(extra or {})
-        await self._patch_status(VMIMS, vmim, body)
+        await self._patch_status(VMIMS, vmim, body, guard=True)
 
     async def _sync_vmim(self, vmim: Obj, may_start: bool, limits: d.MigrationLimits) -> None:
         uid = uid_of(vmim)
@@ -1052,13 +1064,16 @@ class KubeVirtSim:
             return
         if vmim_phase == "":
             if MIGRATION_FINALIZER not in finalizers:
-                await self.api.patch(
+                updated = await self.api.patch(
                     VMIMS, name_of(vmim),
                     {"metadata": {"finalizers": [*finalizers, MIGRATION_FINALIZER],
                                   "labels": {"kubevirt.io/vmi-name":
                                              str((vmim.get("spec") or {}).get("vmiName"))}}},
                     ns_of(vmim),
                 )
+                if updated is None:
+                    return
+                vmim = updated
             await self._vmim_phase(vmim, "Pending")
             return
         if vmi is None or d.phase_of(vmi) != "Running" or deleting(vmi):
@@ -1208,22 +1223,29 @@ class KubeVirtSim:
             raise LookupError(f"no VirtualMachineInstance {namespace}/{name}")
         return vmi
 
+    async def _guest_ends(self, namespace: str, name: str, phase: str, reason: str) -> Obj:
+        """The guest's process ends: kill it and move the VMI to ``phase`` (retrying when the
+        controllers wrote the VMI meanwhile)."""
+        for _ in range(20):
+            vmi = await self._vmi_named(namespace, name)
+            guest = self.guests.get(uid_of(vmi))
+            if guest is not None:
+                await self._kill_guest(guest)
+            try:
+                await self._set_phase(vmi, phase, reason=reason)
+                return vmi
+            except Conflict:
+                await asyncio.sleep(0)
+        raise RuntimeError(f"{namespace}/{name}: the VMI keeps changing")
+
     async def crash_vm(self, namespace: str, name: str) -> None:
         """The guest's process dies: the VMI fails and its runStrategy decides what follows."""
-        vmi = await self._vmi_named(namespace, name)
-        guest = self.guests.get(uid_of(vmi))
-        if guest is not None:
-            await self._kill_guest(guest)
-        await self._set_phase(vmi, "Failed", reason="GuestCrashed")
+        vmi = await self._guest_ends(namespace, name, "Failed", "GuestCrashed")
         await self._event(vmi, VMIS, "Warning", "Stopped", "The VirtualMachineInstance crashed.")
 
     async def shutdown_guest(self, namespace: str, name: str) -> None:
         """The guest powers itself off (``poweroff`` inside the VM): the VMI Succeeds."""
-        vmi = await self._vmi_named(namespace, name)
-        guest = self.guests.get(uid_of(vmi))
-        if guest is not None:
-            await self._kill_guest(guest)
-        await self._set_phase(vmi, "Succeeded", reason="GuestShutdown")
+        vmi = await self._guest_ends(namespace, name, "Succeeded", "GuestShutdown")
         await self._event(vmi, VMIS, "Normal", "Stopped",
                           "The VirtualMachineInstance was shut down.")
 
