@@ -145,6 +145,15 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
                 for i in range(count):
                     await lab.client.create(VMS.group, VMS.version, VMS.plural, vm_body(i), "bench")
+                    if (i + 1) % 1000 == 0:
+                        print(
+                            {
+                                "created": i + 1,
+                                "s": round(time.monotonic() - t1, 1),
+                                "rss_mib": round(rss_mib(), 1),
+                            },
+                            flush=True,
+                        )
 
                 def running() -> int:
                     return sum(
@@ -171,8 +180,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 await asyncio.sleep(1)
                 if time.monotonic() - last >= 30:
                     last = time.monotonic()
-                    print({"running": running(), "s": round(last - t1, 1),
-                           "rss_mib": round(rss_mib(), 1)}, flush=True)
+                    print(
+                        {
+                            "running": running(),
+                            "s": round(last - t1, 1),
+                            "rss_mib": round(rss_mib(), 1),
+                        },
+                        flush=True,
+                    )
             done = running()
             elapsed = time.monotonic() - t1
             row = {

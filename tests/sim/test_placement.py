@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hosted_engine.lab.sim.placement import (
+    StaticCache,
     feasible_nodes_to_find,
     filter_reasons,
     pod_requests,
@@ -285,3 +286,31 @@ def test_large_clusters_filter_only_an_adaptive_share_of_nodes() -> None:
     assert decision.processed == 420
     # the search wrapped around from node 990 and the least loaded, first-named node won
     assert decision.node == "n0000"
+
+
+def test_the_static_cache_changes_no_decision() -> None:
+    nodes = [
+        node("a", labels={"disk": "ssd"}),
+        node("b", taints=[{"key": "spot", "effect": "PreferNoSchedule"}]),
+        node("c", unschedulable=True),
+        node("d", taints=[{"key": "gpu", "effect": "NoSchedule"}], labels={"disk": "ssd"}),
+    ]
+    prefs = [
+        {
+            "weight": 50,
+            "preference": {
+                "matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]
+            },
+        }
+    ]
+    pods = [
+        pod(),
+        pod(nodeSelector={"disk": "ssd"}),
+        pod(affinity={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": prefs}}),
+        pod(tolerations=[{"key": "gpu", "operator": "Exists"}], nodeSelector={"disk": "ssd"}),
+        pod(nodeSelector={"disk": "nvme"}),
+        pod(cpu="64"),
+    ]
+    cache = StaticCache()
+    for p in pods * 2:  # the second round is served from the cache
+        assert schedule(p, nodes, {}, cache=cache) == schedule(p, nodes, {})

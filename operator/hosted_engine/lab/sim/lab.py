@@ -640,6 +640,7 @@ class Lab:
             *[(lambda c=c: c.reconcile(view, now)) for c in self.controllers],
         ]
         for step in steps:
+            await asyncio.sleep(0)  # let the HTTP front end and the informers in between
             try:
                 await step()
             except Conflict:

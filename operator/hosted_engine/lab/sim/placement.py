@@ -9,6 +9,7 @@ BalancedAllocation x1, each normalised to 0-100. Ties go to the first node name,
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,33 @@ def describe_taint(taint: Obj) -> str:
 # -- filters, scores, choice -------------------------------------------------------------------
 
 
+def static_reason(pod: Obj, node: Obj) -> str | None:
+    """The filters that depend only on the pod's constraints and the node's labels, taints and
+    cordon (NodeUnschedulable, TaintToleration, NodeAffinity): why not, or None."""
+    tolerations = pod_tolerations(pod)
+    if (node.get("spec") or {}).get("unschedulable") and not tolerated(
+        tolerations, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
+    ):
+        return "node(s) were unschedulable"
+    for taint in node_taints(node):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(tolerations, taint):
+            return f"node(s) had untolerated taint {describe_taint(taint)}"
+    if not matches_node_selection(pod, node):
+        return "node(s) didn't match Pod's node affinity/selector"
+    return None
+
+
+def resource_reasons(
+    requests: Mapping[str, int], allocatable: Mapping[str, int], used: Mapping[str, int]
+) -> list[str]:
+    """NodeResourcesFit: every requested resource must fit in what is left."""
+    reasons = []
+    for name, amount in sorted(requests.items()):
+        if used.get(name, 0) + amount > allocatable.get(name, 0):
+            reasons.append("Too many pods" if name == "pods" else f"Insufficient {name}")
+    return reasons
+
+
 def filter_reasons(
     pod: Obj,
     node: Obj,
@@ -179,25 +207,55 @@ def filter_reasons(
     """Why ``pod`` cannot go to ``node`` (kube-scheduler's messages); empty when it fits.
 
     ``requests`` and ``allocatable`` may be passed precomputed (the scheduler caches them)."""
-    tolerations = pod_tolerations(pod)
-    if (node.get("spec") or {}).get("unschedulable") and not tolerated(
-        tolerations, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
-    ):
-        return ["node(s) were unschedulable"]
-    for taint in node_taints(node):
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(tolerations, taint):
-            return [f"node(s) had untolerated taint {describe_taint(taint)}"]
-    if not matches_node_selection(pod, node):
-        return ["node(s) didn't match Pod's node affinity/selector"]
+    reason = static_reason(pod, node)
+    if reason is not None:
+        return [reason]
     if allocatable is None:
         allocatable = node_allocatable(node)
     if requests is None:
         requests = pod_requests(pod)
-    reasons = []
-    for name, amount in sorted(requests.items()):
-        if used.get(name, 0) + amount > allocatable.get(name, 0):
-            reasons.append("Too many pods" if name == "pods" else f"Insufficient {name}")
-    return reasons
+    return resource_reasons(requests, allocatable, used)
+
+
+def untolerated_prefer_no_schedule(pod: Obj, node: Obj) -> int:
+    tolerations = pod_tolerations(pod)
+    return sum(
+        1
+        for t in node_taints(node)
+        if t.get("effect") == "PreferNoSchedule" and not tolerated(tolerations, t)
+    )
+
+
+def pod_signature(pod: Obj) -> str:
+    """What the static filters and scores read from a pod (pods of one template share it)."""
+    spec = pod.get("spec") or {}
+    return json.dumps(
+        [spec.get("tolerations"), spec.get("nodeSelector"), _node_affinity(pod)],
+        sort_keys=True,
+    )
+
+
+class StaticCache:
+    """Static filter verdicts and score inputs per (pod signature, node, node resourceVersion),
+    so that thousands of pods from one template cost one evaluation per node."""
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self.limit = limit
+        self._data: dict[tuple[str, str, Any], tuple[str | None, int, int]] = {}
+
+    def lookup(self, signature: str, pod: Obj, node: Obj) -> tuple[str | None, int, int]:
+        m = node.get("metadata") or {}
+        key = (signature, str(m.get("name")), m.get("resourceVersion"))
+        found = self._data.get(key)
+        if found is None:
+            if len(self._data) >= self.limit:
+                self._data.clear()
+            found = self._data[key] = (
+                static_reason(pod, node),
+                preferred_weight(pod, node),
+                untolerated_prefer_no_schedule(pod, node),
+            )
+        return found
 
 
 def _normalise(raw: Mapping[str, float], reverse: bool = False) -> dict[str, float]:
@@ -226,26 +284,21 @@ def scores(
     used: Mapping[str, Mapping[str, int]],
     requests: Mapping[str, int] | None = None,
     allocatable: Mapping[str, Mapping[str, int]] | None = None,
+    static: Mapping[str, tuple[str | None, int, int]] | None = None,
 ) -> dict[str, float]:
     if requests is None:
         requests = pod_requests(pod)
     names = [n["metadata"]["name"] for n in nodes]
     by_name = dict(zip(names, nodes, strict=True))
-    affinity = _normalise({n: float(preferred_weight(pod, by_name[n])) for n in names})
-    tolerations = pod_tolerations(pod)
-    prefer_no = _normalise(
-        {
-            n: float(
-                sum(
-                    1
-                    for t in node_taints(by_name[n])
-                    if t.get("effect") == "PreferNoSchedule" and not tolerated(tolerations, t)
-                )
-            )
-            for n in names
-        },
-        reverse=True,
-    )
+
+    def inputs(n: str) -> tuple[int, int]:
+        if static is not None and n in static:
+            return static[n][1], static[n][2]
+        return preferred_weight(pod, by_name[n]), untolerated_prefer_no_schedule(pod, by_name[n])
+
+    raw = {n: inputs(n) for n in names}
+    affinity = _normalise({n: float(raw[n][0]) for n in names})
+    prefer_no = _normalise({n: float(raw[n][1]) for n in names}, reverse=True)
     total: dict[str, float] = {}
     for n in names:
         alloc = (allocatable or {}).get(n)
@@ -285,6 +338,7 @@ def schedule(
     requests: Mapping[str, int] | None = None,
     allocatable: Mapping[str, Mapping[str, int]] | None = None,
     start: int = 0,
+    cache: StaticCache | None = None,
 ) -> Decision:
     """The node for ``pod``, or why none fits (the FailedScheduling message).
 
@@ -294,6 +348,8 @@ def schedule(
     """
     if requests is None:
         requests = pod_requests(pod)
+    signature = pod_signature(pod) if cache is not None else ""
+    static: dict[str, tuple[str | None, int, int]] = {}
     feasible: list[Obj] = []
     failures: Counter[str] = Counter()
     total = len(nodes)
@@ -303,9 +359,20 @@ def schedule(
         node = nodes[(start + offset) % total]
         name = node["metadata"]["name"]
         processed += 1
-        reasons = filter_reasons(
-            pod, node, used.get(name, {}), requests, (allocatable or {}).get(name)
-        )
+        if cache is not None:
+            static[name] = cache.lookup(signature, pod, node)
+            reason = static[name][0]
+            if reason is not None:
+                reasons = [reason]
+            else:
+                alloc = (allocatable or {}).get(name)
+                if alloc is None:
+                    alloc = node_allocatable(node)
+                reasons = resource_reasons(requests, alloc, used.get(name, {}))
+        else:
+            reasons = filter_reasons(
+                pod, node, used.get(name, {}), requests, (allocatable or {}).get(name)
+            )
         if reasons:
             failures.update(reasons)
         else:
@@ -316,6 +383,6 @@ def schedule(
         detail = ", ".join(f"{count} {reason}" for reason, count in sorted(failures.items()))
         message = f"0/{total} nodes are available"
         return Decision(None, f"{message}: {detail}." if detail else f"{message}.", processed)
-    ranked = scores(pod, feasible, used, requests, allocatable)
+    ranked = scores(pod, feasible, used, requests, allocatable, static if cache else None)
     best = min(ranked, key=lambda name: (-round(ranked[name], 6), name))
     return Decision(best, "", processed)

@@ -11,7 +11,9 @@ next pod in the same pass.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -28,7 +30,13 @@ from hosted_engine.lab.sim.api import (
     record_event,
     rfc3339,
 )
-from hosted_engine.lab.sim.placement import node_allocatable, pod_requests, schedule, used_by_node
+from hosted_engine.lab.sim.placement import (
+    StaticCache,
+    node_allocatable,
+    pod_requests,
+    schedule,
+    used_by_node,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ class Scheduler:
         self._allocatable: dict[str, tuple[Any, dict[str, int]]] = {}
         #: kube-scheduler's nextStartNodeIndex
         self.next_start = 0
+        self.static = StaticCache()
 
     def requests_of(self, pod: Mapping[str, Any]) -> dict[str, int]:
         uid = str(meta(pod).get("uid"))
@@ -94,7 +103,12 @@ class Scheduler:
             tuple((name_of(n), meta(n).get("resourceVersion")) for n in nodes),
             sum(1 for p in pods if (p.get("spec") or {}).get("nodeName")),
         )
-        for pod in pending:
+        started = time.monotonic()
+        for count, pod in enumerate(pending):
+            if count % 50 == 49:
+                if time.monotonic() - started > self.timings.scheduler_pass_budget:
+                    return  # the rest waits for the next pass
+                await asyncio.sleep(0)
             uid = str(meta(pod).get("uid"))
             last = self.attempts.get(uid)
             if (
@@ -104,7 +118,9 @@ class Scheduler:
             ):
                 continue
             requests = self.requests_of(pod)
-            decision = schedule(pod, nodes, used, requests, allocatable, self.next_start)
+            decision = schedule(
+                pod, nodes, used, requests, allocatable, self.next_start, self.static
+            )
             if nodes:
                 self.next_start = (self.next_start + decision.processed) % len(nodes)
             if decision.node is None:

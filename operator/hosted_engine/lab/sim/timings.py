@@ -49,6 +49,9 @@ class LabTimings:
     # -- kube-scheduler ---------------------------------------------------------------------
     #: retry period for unschedulable pods (the real queue also retries on cluster events)
     scheduler_retry: float = 5.0
+    #: most seconds of scheduling per pass, so that heartbeats are never starved (a pacing
+    #: knob: kube-scheduler's own throughput is bounded too)
+    scheduler_pass_budget: float = 0.2
 
     # -- storage ----------------------------------------------------------------------------
     #: PV controller resync (--pvclaimbinder-sync-period, 15 s; binding is also event driven)
