@@ -26,7 +26,7 @@ from hosted_engine.lab.kubevirt.resources import (
 )
 from hosted_engine.lab.kubevirt.sim import KubeVirtSim, SubresourceError
 from hosted_engine.lab.kubevirt.virtapi import VM_VERBS, VirtApi
-from hosted_engine.lab.sim.api import Obj, Res, meta
+from hosted_engine.lab.sim.api import Conflict, Obj, Res, meta
 
 if TYPE_CHECKING:
     from hosted_engine.lab.sim.lab import ClusterView, Lab
@@ -93,6 +93,9 @@ def setup(lab: Lab) -> None:
             await virtapi.vm_subresource(rest[4], rest[1], rest[3], body)
         except SubresourceError as exc:
             raise _api_error(exc) from exc
+        except Conflict as exc:  # the VM changed between our read and our write
+            raise ApiError(409, f'Operation cannot be fulfilled on virtualmachine.kubevirt.io '
+                                f'"{rest[3]}": {exc}', "Conflict") from exc
         return ApiResponse(202, b"", "application/json")
 
     resources: list[dict[str, Any]] = [
