@@ -9,16 +9,14 @@ from typing import Any
 
 import kopf
 import pytest
-from hosted_engine.handlers import backup, host, hostedengine, placeholder
-from hosted_engine.models import Backup, Host, HostedEngine
+from hosted_engine.handlers import host, placeholder
+from hosted_engine.models import Host
 from kopf._core.engines import posting  # test-only: capture the Events kopf would post
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 KINDS = [
-    (hostedengine, HostedEngine, "HostedEngine", "he"),
     (host, Host, "Host", None),
-    (backup, Backup, "Backup", "he"),
 ]
 
 

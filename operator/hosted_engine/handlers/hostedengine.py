@@ -1,27 +1,722 @@
-"""HostedEngine handlers: the engine VM and its HA.
+"""HostedEngine handlers: the engine VM and its HA (issue 6).
 
-A placeholder until the real reconciler lands: it validates the object and reports, in the
-``Ready`` condition, what is not implemented yet (see hosted_engine.handlers.placeholder).
+How it runs
+    kopf indexes keep what the HA machine looks at (Nodes, node Leases, Hosts, the engine VMs,
+    VMIs and migrations, pods' memory per node); event handlers on those kinds wake the
+    HostedEngine daemons. One daemon per HostedEngine creates what it owns (cloud-init Secret,
+    Service, VirtualMachine with its disk on the StorageDomain), keeps ``runStrategy`` per
+    docs/decisions/0002, runs the health prober (an asyncio task: short timeouts, never
+    blocking), calls :func:`hosted_engine.logic.ha.step` on every wake-up and on a timer (the
+    health interval, and the moment a host's silence would cross the threshold), carries out
+    its actions through :mod:`hosted_engine.adapters.engine` in a thread, and patches
+    ``status`` only when it changes. Mails go through a queue to a worker thread
+    (:mod:`hosted_engine.adapters.engine_notify`).
+
+Interfaces
+    * Placement: the VM template's node affinity (docs/decisions/0003); a move is a
+      VirtualMachineInstanceMigration with ``addedNodeSelector`` on the target's hostname, never
+      created while another migration of the engine runs (the Host's drain moves it first).
+    * Fencing: ``hostedengine.io/fence-request: hostedengine.<ns>.<name>/<id>`` on the Host;
+      the result is read back from the Host's ``status.fencing`` (see handlers/host.py).
+    * A manual reset out of Degraded: raise ``spec.resetSeq``.
+    * Health URL: ``{fqdn}`` and ``{ip}`` (the VMI's address) are substituted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import kopf
+from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
-from hosted_engine.handlers import placeholder
-from hosted_engine.models import HostedEngine
+from hosted_engine.adapters import engine as adapter
+from hosted_engine.adapters import engine_notify as notify
+from hosted_engine.adapters import engine_probe
+from hosted_engine.adapters.kube import KubeError, NotFound
+from hosted_engine.clock import get_clock
+from hosted_engine.handlers.startup import kube_client
+from hosted_engine.logic import engine_vm as ev
+from hosted_engine.logic import ha
+from hosted_engine.models import describe_validation_error
+from hosted_engine.models.base import parse_quantity
+from hosted_engine.models.hostedengine import HostedEngineSpec, random_mac
 
-NOT_IMPLEMENTED: Final = (
-    "The operator does not manage the engine VM yet: placement by score, start, health "
-    "checks, restart, failover, fencing and maintenance modes are not implemented."
+log = logging.getLogger(__name__)
+
+PLURAL: Final = "hostedengines"
+WAKE_KEY: Final = "hostedengine-wake"
+NOTIFIER_KEY: Final = "hostedengine-notifier"
+NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
+#: Smallest and largest sleep between two steps (seconds).
+MIN_WAIT: Final = 0.02
+MAX_WAIT: Final = 30.0
+#: Probe results kept (the machine needs the newest few).
+PROBES_KEPT: Final = 32
+FINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
+#: Heartbeat times in status.hosts are refreshed this often (other changes are written at once).
+STATUS_REFRESH: Final = timedelta(seconds=10)
+
+
+# --------------------------------------------------------------------------------------------
+# Indexes (kopf keeps them current from watches) and wake-ups
+
+
+def _wake_all(memo: kopf.Memo) -> None:
+    for event in (memo.get(WAKE_KEY) or {}).values():
+        event.set()
+
+
+@kopf.index("", "v1", "nodes")
+def he_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {
+        name: {
+            "metadata": {"name": name, "labels": dict(body.metadata.labels)},
+            "status": {
+                "conditions": list(body.status.get("conditions") or []),
+                "allocatable": dict(body.status.get("allocatable") or {}),
+                "capacity": dict(body.status.get("capacity") or {}),
+            },
+        }
+    }
+
+
+@kopf.index(
+    "coordination.k8s.io",
+    "v1",
+    "leases",
+    when=lambda namespace, **_: namespace == NODE_LEASE_NAMESPACE,
 )
+def he_leases(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any] | None:
+    renewed = ev.parse_time(spec.get("renewTime"))
+    return {name: renewed} if renewed is not None else None
 
 
-@kopf.on.resume(API_GROUP, API_VERSION, "hostedengines", id="hostedengine-placeholder")
-@kopf.on.create(API_GROUP, API_VERSION, "hostedengines", id="hostedengine-placeholder")
-@kopf.on.update(API_GROUP, API_VERSION, "hostedengines", id="hostedengine-placeholder")
-def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    placeholder.apply(HostedEngine, NOT_IMPLEMENTED, body, patch)
+@kopf.index(API_GROUP, API_VERSION, "hosts")
+def he_hosts(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {name: dict(body)}
+
+
+@kopf.index(
+    "kubevirt.io", "v1", "virtualmachines", labels={ev.ENGINE_VM_LABEL: kopf.PRESENT}
+)
+def he_vms(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(
+    "kubevirt.io",
+    "v1",
+    "virtualmachineinstances",
+    labels={ev.ENGINE_VM_LABEL: kopf.PRESENT},
+)
+def he_vmis(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index("kubevirt.io", "v1", "virtualmachineinstancemigrations")
+def he_vmims(
+    namespace: str | None, body: kopf.Body, spec: kopf.Spec, **_: Any
+) -> dict[Any, Any]:
+    return {(namespace, str(spec.get("vmiName") or "")): dict(body)}
+
+
+def _memory_request(spec: Mapping[str, Any]) -> int:
+    total = 0
+    for container in spec.get("containers") or []:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        if "memory" in requests:
+            with contextlib.suppress(ValueError):
+                total += int(parse_quantity(str(requests["memory"])))
+    return total
+
+
+@kopf.index("", "v1", "pods")
+def he_pods(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, int] | None:
+    node = spec.get("nodeName")
+    if not node or status.get("phase") in FINAL_PHASES:
+        return None
+    return {str(node): _memory_request(spec)}
+
+
+@kopf.on.event("", "v1", "nodes", id="he-wake-nodes")
+@kopf.on.event(API_GROUP, API_VERSION, "hosts", id="he-wake-hosts")
+@kopf.on.event(
+    "kubevirt.io",
+    "v1",
+    "virtualmachines",
+    id="he-wake-vms",
+    labels={ev.ENGINE_VM_LABEL: kopf.PRESENT},
+)
+@kopf.on.event(
+    "kubevirt.io",
+    "v1",
+    "virtualmachineinstances",
+    id="he-wake-vmis",
+    labels={ev.ENGINE_VM_LABEL: kopf.PRESENT},
+)
+@kopf.on.event("kubevirt.io", "v1", "virtualmachineinstancemigrations", id="he-wake-vmims")
+def he_wake(memo: kopf.Memo, **_: Any) -> None:
+    _wake_all(memo)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="he-wake-self")
+def he_wake_self(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    event = (memo.get(WAKE_KEY) or {}).get((namespace, name))
+    if event is not None:
+        event.set()
+
+
+def _one(index: Any, key: Any) -> Any:
+    if index is None:
+        return None
+    try:
+        store = index[key]
+    except KeyError:
+        return None
+    for value in store:
+        return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The daemon
+
+
+class EngineRunner:
+    """The state of one HostedEngine's daemon (in memory; everything durable is in status)."""
+
+    def __init__(self, namespace: str, name: str, memo: kopf.Memo) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.memo = memo
+        self.api = adapter.EngineKube(kube_client(memo))
+        self.wake = asyncio.Event()
+        self.probes: collections.deque[ha.Probe] = collections.deque(maxlen=PROBES_KEPT)
+        self.probe_detail = ""
+        self.vmi_uid: str | None = None
+        self.last_vmi: dict[str, Any] | None = None
+        self.ended_vmi: dict[str, Any] | None = None
+        self.pending_conditions: list[ha.SetCondition] = []
+        self.vmi_first_seen: dict[str, datetime] = {}
+        self.memory: ha.Memory | None = None
+        self.spec: HostedEngineSpec | None = None
+        self.bad_generation: int | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.last_write: datetime | None = None
+        self.objects_ready = False
+        self.waiting_notice: str | None = None
+        self.migration_after: datetime | None = None
+        self.maintenance_since: datetime | None = None
+        self.notifier: notify.Notifier = memo.setdefault(NOTIFIER_KEY, notify.Notifier())
+        self.vm_info: dict[str, Any] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def now(self) -> datetime:
+        return get_clock().now()
+
+    def world(self, idx: Mapping[str, Any]) -> ev.World:
+        key = (self.namespace, ev.vm_name(self.name))
+        vm = _one(idx.get("he_vms"), key)
+        vmi = _one(idx.get("he_vmis"), key)
+        since = None
+        if vmi is not None:
+            uid = str((vmi.get("metadata") or {}).get("uid") or "")
+            if uid != self.vmi_uid:
+                self.note_replaced(self.last_vmi)
+                self.vmi_uid = uid
+                self.probes.clear()
+            since = self.vmi_first_seen.setdefault(uid, self.now())
+            self.last_vmi = dict(vmi)
+        migrations: list[Any] = []
+        vmims = idx.get("he_vmims")
+        if vmims is not None:
+            with contextlib.suppress(KeyError):
+                migrations = list(vmims[(self.namespace, ev.vm_name(self.name))])
+        hosts = [
+            _one(idx.get("he_hosts"), k) for k in list(idx.get("he_hosts") or {})
+        ]
+        nodes = {k: _one(idx.get("he_nodes"), k) for k in list(idx.get("he_nodes") or {})}
+        leases = {k: _one(idx.get("he_leases"), k) for k in list(idx.get("he_leases") or {})}
+        used: dict[str, int] = {}
+        pods: Any = idx.get("he_pods")
+        for node in list(pods or {}):
+            with contextlib.suppress(KeyError):
+                used[node] = sum(int(v) for v in pods[node])
+        return ev.World(
+            vm=vm,
+            vmi=vmi,
+            vmi_since=since,
+            migrations=tuple(migrations),
+            hosts=tuple(h for h in hosts if h is not None),
+            nodes={k: v for k, v in nodes.items() if v is not None},
+            leases={k: v for k, v in leases.items() if v is not None},
+            used_memory=used,
+            probes=tuple(self.probes),
+            failed_migration_after=self.migration_after,
+        )
+
+    def note_replaced(self, previous: dict[str, Any] | None) -> None:
+        """KubeVirt replaced the VMI between two steps (runStrategy Always restarts a crashed
+        engine at once): the machine must still see that the one it watched ended."""
+        if previous is None:
+            return
+        phase = str((previous.get("status") or {}).get("phase") or "")
+        if phase in FINAL_PHASES:
+            return
+        ended = dict(previous)
+        ended["status"] = {**(previous.get("status") or {}), "phase": "Failed"}
+        self.ended_vmi = ended
+
+    # -- spec ------------------------------------------------------------------------------
+
+    async def parse_spec(self, body: kopf.Body) -> HostedEngineSpec | None:
+        generation = body.metadata.get("generation")
+        try:
+            spec = HostedEngineSpec.model_validate(dict(body.spec))
+        except ValidationError as exc:
+            if self.bad_generation != generation:
+                self.bad_generation = generation
+                message = describe_validation_error(exc)
+                await self.call(self.api.event, dict(body), "Warning", "InvalidSpec", message)
+                conditions = ev.merge_conditions(
+                    body.status.get("conditions") or [],
+                    (),
+                    generation=generation,
+                    now=self.now(),
+                    extra=[("SpecValid", False, "InvalidSpec", message[:32768])],
+                )
+                await self.call(
+                    self.api.patch_status, self.namespace, self.name, {"conditions": conditions}
+                )
+            return self.spec  # the last good one (None before the first)
+        self.bad_generation = None
+        self.spec = spec
+        return spec
+
+    # -- owned objects ---------------------------------------------------------------------
+
+    async def notice(self, body: kopf.Body, reason: str, message: str) -> None:
+        if self.waiting_notice != message:
+            self.waiting_notice = message
+            await self.call(self.api.event, dict(body), "Warning", reason, message)
+
+    def mac_for(self, spec: HostedEngineSpec, body: kopf.Body, vm: Any) -> str:
+        if vm is not None:
+            ifaces = (
+                ((((vm.get("spec") or {}).get("template") or {}).get("spec") or {}).get("domain")
+                 or {}).get("devices") or {}
+            ).get("interfaces") or []
+            for iface in ifaces:
+                if iface.get("macAddress"):
+                    return str(iface["macAddress"])
+        if spec.vm.network.mac_address:
+            return str(spec.vm.network.mac_address)
+        known = (body.status.get("vm") or {}).get("macAddress")
+        if known:
+            return str(known)
+        return random_mac(random.Random())
+
+    async def ensure_objects(
+        self, body: kopf.Body, spec: HostedEngineSpec, world: ev.World, now: datetime
+    ) -> bool:
+        """Create the Secret, the Service and the VM (each once); True when the VM exists."""
+        if world.vm is not None:
+            self.objects_ready = True
+            return True
+        owner = dict(body)
+        disk, why = await self.call(self.api.disk_target, spec.vm.disk.storage_domain)
+        if disk is None:
+            await self.notice(body, "StorageNotReady", f"engine disk not created yet: {why}")
+            return False
+        ci = spec.vm.cloud_init
+        passwords: dict[str, str | None] = {"root": None, "admin": None}
+        for key, ref in (("root", ci.root_password_secret_ref),
+                         ("admin", ci.admin_password_secret_ref)):
+            if ref is None:
+                continue
+            try:
+                passwords[key] = await self.call(
+                    self.api.read_secret_key, ref.namespace or self.namespace, ref.name, ref.key
+                )
+            except KubeError as exc:  # the message names the Secret and key, never a value
+                await self.notice(body, "SecretNotFound", f"cloud-init: {exc}")
+                return False
+        mac = self.mac_for(spec, body, None)
+        self.vm_info["macAddress"] = mac
+        user_data = ev.cloud_init_user_data(spec, passwords["root"], passwords["admin"])
+        secret = ev.render_secret(
+            self.namespace, self.name, user_data, ev.network_data(spec, mac)
+        )
+        await self.call(self.api.ensure, adapter.SECRETS, secret, owner)
+        await self.call(
+            self.api.ensure, adapter.SERVICES, ev.render_service(self.namespace, self.name), owner
+        )
+        vm = ev.render_vm(
+            self.namespace,
+            self.name,
+            spec,
+            mac=mac,
+            disk=disk,
+            strategy=ev.run_strategy(spec, now),
+            placement=self.placement_nodes(self.memory.placement if self.memory else (), {}),
+            annotations=dict(body.metadata.annotations),
+        )
+        created = await self.call(self.api.ensure, adapter.VMS, vm, owner)
+        if created:
+            await self.call(
+                self.api.event, owner, "Normal", "EngineVmCreated",
+                f"created VirtualMachine {self.namespace}/{ev.vm_name(self.name)} with its disk "
+                f"on StorageDomain {spec.vm.disk.storage_domain}",
+            )
+        self.waiting_notice = None
+        self.objects_ready = True
+        return True
+
+    def placement_nodes(
+        self, placement: tuple[tuple[str, int], ...], host_to_node: Mapping[str, str]
+    ) -> list[tuple[str, int]]:
+        return [(host_to_node.get(h, h), s) for h, s in placement]
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def carry_out(
+        self,
+        body: kopf.Body,
+        spec: HostedEngineSpec,
+        decision: ha.Decision,
+        world: ev.World,
+        host_to_node: Mapping[str, str],
+        now: datetime,
+    ) -> None:
+        owner = dict(body)
+        ns, vm = self.namespace, ev.vm_name(self.name)
+        vmi_name = str(((world.vmi or {}).get("metadata") or {}).get("name") or vm)
+        placement = decision.memory.placement
+        requester = ev.fence_requester(self.namespace, self.name)
+        for action in decision.actions:
+            try:
+                await self._one_action(
+                    action, body, owner, spec, ns, vm, vmi_name, placement, host_to_node,
+                    requester, world, now,
+                )
+            except (KubeError, OSError) as exc:
+                log.warning("HostedEngine %s/%s: %s failed: %s", ns, self.name, action, exc)
+                await self.call(
+                    self.api.event, owner, "Warning", "ActionFailed",
+                    f"{type(action).__name__} failed: {exc}",
+                )
+
+    async def _one_action(
+        self,
+        action: ha.Action,
+        body: kopf.Body,
+        owner: dict[str, Any],
+        spec: HostedEngineSpec,
+        ns: str,
+        vm: str,
+        vmi_name: str,
+        placement: tuple[tuple[str, int], ...],
+        host_to_node: Mapping[str, str],
+        requester: str,
+        world: ev.World,
+        now: datetime,
+    ) -> None:
+        gm = ev.global_maintenance(spec, now)
+        if isinstance(action, ha.StartEngine):
+            node = host_to_node.get(action.host, action.host)
+            await self.call(
+                self.api.set_affinity, ns, vm,
+                ev.affinity(self.placement_nodes(placement, host_to_node), prefer=node),
+            )
+            vmi = world.vmi
+            if vmi is not None and (vmi.get("status") or {}).get("phase") not in FINAL_PHASES:
+                # a VMI still bound to a fenced (confirmed off) or abandoned node: release it
+                await self.call(self.api.delete_vmi, ns, vmi_name, grace=0)
+            if gm:
+                await self.call(self.api.start, ns, vm)
+        elif isinstance(action, ha.StopEngine):
+            await self.call(self.api.delete_vmi, ns, vmi_name)
+        elif isinstance(action, ha.PowerOffEngine):
+            await self.call(self.api.delete_vmi, ns, vmi_name, grace=0)
+        elif isinstance(action, ha.MigrateEngine):
+            node = host_to_node.get(action.target, action.target)
+            self.migration_after = now
+            await self.call(self.api.migrate, ns, self.name, vmi_name, node, owner)
+        elif isinstance(action, ha.RequestFence):
+            request_id = f"{self.name}-{int(now.timestamp() * 1000)}"
+            await self.call(self.api.request_fence, action.host, requester, request_id)
+        elif isinstance(action, ha.ClearFenceRequest):
+            await self.call(self.api.clear_fence, action.host, requester)
+        elif isinstance(action, ha.SetPlacement):
+            await self.call(
+                self.api.set_affinity, ns, vm,
+                ev.affinity(self.placement_nodes(action.scores, host_to_node)),
+            )
+        elif isinstance(action, ha.Notify):
+            await self.notify(spec, action, now)
+        elif isinstance(action, ha.EmitEvent):
+            await self.call(self.api.event, owner, action.type.value, action.reason,
+                            action.message)
+
+    async def notify(self, spec: HostedEngineSpec, note: ha.Notify, now: datetime) -> None:
+        cfg = spec.notifications
+        if cfg is None or not cfg.enabled:
+            return
+        if not ev.notification_matches(cfg.state_transition, note.old, note.new):
+            return
+        username = password = ca_pem = None
+        try:
+            if cfg.credentials_secret_ref is not None:
+                ref = cfg.credentials_secret_ref
+                ns = ref.namespace or self.namespace
+                username = await self.call(self.api.read_secret_key, ns, ref.name, "username")
+                password = await self.call(self.api.read_secret_key, ns, ref.name, "password")
+            if cfg.ca_bundle_secret_ref is not None:
+                ref = cfg.ca_bundle_secret_ref
+                ca_pem = await self.call(
+                    self.api.read_secret_key, ref.namespace or self.namespace, ref.name, ref.key
+                )
+        except KubeError as exc:
+            self.notifier.report.last_error = f"notification not sent: {exc}"[:1024]
+            self.notifier.report.last_error_at = now
+            return
+        subject, text = ev.notification_text(
+            self.name, self.namespace, spec.vm.network.fqdn, note, now
+        )
+        config = notify.SmtpConfig(
+            server=cfg.smtp_server,
+            port=cfg.smtp_port,
+            start_tls=cfg.start_tls,
+            verify_tls=not cfg.insecure_skip_tls_verify,
+            ca_pem=ca_pem,
+            username=username,
+            password=password,
+            sender=str(cfg.source_email),
+            recipients=tuple(str(r) for r in cfg.destination_emails),
+            timeout=cfg.smtp_timeout.timedelta.total_seconds(),
+        )
+        self.notifier.send(notify.Mail(config, subject, text))
+
+    # -- status ----------------------------------------------------------------------------
+
+    def vm_status(self, spec: HostedEngineSpec, world: ev.World) -> dict[str, Any]:
+        image = spec.vm.image
+        source = (
+            image.container_disk.image if image.container_disk is not None
+            else str(image.url.url) if image.url is not None
+            else f"pvc:{image.pvc.claim_name}" if image.pvc is not None else None
+        )
+        vmi_status = (world.vmi or {}).get("status") or {}
+        mac = self.vm_info.get("macAddress") or self.mac_for(spec, _EMPTY_BODY, world.vm)
+        self.vm_info["macAddress"] = mac
+        return {
+            "name": ev.vm_name(self.name) if world.vm is not None else None,
+            "macAddress": mac,
+            "image": source,
+            "version": image.version,
+            "nodeName": vmi_status.get("nodeName"),
+            "phase": vmi_status.get("phase"),
+        }
+
+    async def write_status(
+        self,
+        body: kopf.Body,
+        spec: HostedEngineSpec,
+        decision: ha.Decision,
+        world: ev.World,
+        now: datetime,
+    ) -> None:
+        generation = body.metadata.get("generation")
+        updates = [*self.pending_conditions]
+        updates += [a for a in decision.actions if isinstance(a, ha.SetCondition)]
+        self.pending_conditions = []
+        current = (self.last_status or {}).get("conditions") or body.status.get("conditions") or []
+        extra = [("SpecValid", True, "Valid", "")] if self.bad_generation is None else []
+        conditions = ev.merge_conditions(
+            current, updates, generation=generation, now=now, extra=extra
+        )
+        gm = ev.global_maintenance(spec, now)
+        if gm and self.maintenance_since is None:
+            known = (body.status.get("maintenance") or {}).get("since")
+            self.maintenance_since = ev.parse_time(known) or now
+        elif not gm:
+            self.maintenance_since = None
+        status = ev.status_body(
+            decision,
+            conditions=conditions,
+            generation=generation,
+            spec=spec,
+            now=now,
+            vm_info=self.vm_status(spec, world),
+            maintenance_since=self.maintenance_since,
+        )
+        report = self.notifier.report
+        status["notifications"] = {
+            k: v
+            for k, v in {
+                "sent": report.sent,
+                "lastSentAt": report.last_sent_at.isoformat() if report.last_sent_at else None,
+                "lastError": report.last_error,
+                "lastErrorAt": report.last_error_at.isoformat() if report.last_error_at
+                else None,
+            }.items()
+            if v is not None
+        }
+        if self.probe_detail:
+            status["engine"]["detail"] = status["engine"].get("detail") or self.probe_detail[:256]
+        fresh = self.last_write is not None and now - self.last_write < STATUS_REFRESH
+        if fresh and _without_last_seen(status) == _without_last_seen(self.last_status):
+            return  # only heartbeats moved: refreshed every STATUS_REFRESH, not every step
+        # keys we no longer set are removed explicitly (merge patch)
+        patch = dict(status)
+        for key in ("host", "lastFailover"):
+            if patch.get(key) is None:
+                patch[key] = None
+        await self.call(self.api.patch_status, self.namespace, self.name, patch)
+        self.last_status = status
+        self.last_write = now
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def next_wait(self, settings: ha.Settings, obs: ha.Observation, now: datetime) -> float:
+        wait = settings.health_interval.total_seconds()
+        for host in obs.hosts:
+            if host.last_heartbeat is None:
+                continue
+            deadline = host.last_heartbeat + settings.host_silence - now
+            if deadline > timedelta(0):
+                wait = min(wait, deadline.total_seconds() + 0.01)
+        return max(MIN_WAIT, min(MAX_WAIT, wait))
+
+    async def step(self, body: kopf.Body, idx: Mapping[str, Any]) -> float:
+        spec = await self.parse_spec(body)
+        if spec is None:
+            return MAX_WAIT
+        now = self.now()
+        if self.memory is None:
+            self.memory = ha.memory_from_dict(body.status.get("ha"))
+        world = self.world(idx)
+        if not await self.ensure_objects(body, spec, world, now):
+            world = ev.World(**{**world.__dict__, "vm": None})
+        elif world.vm is not None:
+            strategy = ev.run_strategy(spec, now)
+            if (world.vm.get("spec") or {}).get("runStrategy") != strategy:
+                await self.call(
+                    self.api.set_run_strategy, self.namespace, ev.vm_name(self.name), strategy
+                )
+        settings = ev.settings_from_spec(spec)
+        if self.ended_vmi is not None:
+            ended, self.ended_vmi = self.ended_vmi, None
+            uid = str((ended.get("metadata") or {}).get("uid") or "")
+            past = ev.World(**{**world.__dict__, "vmi": ended,
+                               "vmi_since": self.vmi_first_seen.get(uid)})
+            obs, host_to_node = ev.observe(spec, past, self.namespace, self.name)
+            decision = ha.step(settings, self.memory, obs, now)
+            await self.carry_out(body, spec, decision, past, host_to_node, now)
+            self.memory = decision.memory
+            self.pending_conditions.extend(
+                a for a in decision.actions if isinstance(a, ha.SetCondition)
+            )
+        obs, host_to_node = ev.observe(spec, world, self.namespace, self.name)
+        decision = ha.step(settings, self.memory, obs, now)
+        await self.carry_out(body, spec, decision, world, host_to_node, now)
+        self.memory = decision.memory
+        await self.write_status(body, spec, decision, world, now)
+        return self.next_wait(settings, obs, now)
+
+    async def probe_loop(self, body: kopf.Body, idx: Mapping[str, Any]) -> None:
+        """Probe the engine's health page while its VMI runs; wake the machine on news."""
+        async with engine_probe.new_session() as session:
+            while True:
+                spec = self.spec
+                interval = spec.health.interval.timedelta.total_seconds() if spec else 1.0
+                vmi = _one(idx.get("he_vmis"), (self.namespace, ev.vm_name(self.name)))
+                status = (vmi or {}).get("status") or {}
+                ip = next(
+                    (i.get("ipAddress") for i in status.get("interfaces") or []
+                     if i.get("ipAddress")),
+                    None,
+                )
+                url = ev.health_url(spec, ip) if spec is not None else None
+                if spec is not None and url and status.get("phase") == "Running":
+                    started = time.monotonic()
+                    result, detail = await engine_probe.probe(
+                        session,
+                        url,
+                        expect=spec.health.expect,
+                        timeout=spec.health.timeout.timedelta.total_seconds(),
+                        verify_tls=not spec.health.insecure_skip_tls_verify,
+                    )
+                    previous = self.probes[-1].result if self.probes else None
+                    self.probes.append(ha.Probe(self.now(), result))
+                    self.probe_detail = "" if result is ha.ProbeResult.OK else detail
+                    if result is not previous or result is not ha.ProbeResult.OK:
+                        self.wake.set()
+                    interval = max(0.0, interval - (time.monotonic() - started))
+                await asyncio.sleep(max(MIN_WAIT, interval))
+
+
+def _without_last_seen(status: Mapping[str, Any] | None) -> Any:
+    if status is None:
+        return None
+    rows = [{k: v for k, v in row.items() if k != "lastSeen"} for row in status.get("hosts", [])]
+    return {**status, "hosts": rows}
+
+
+_EMPTY_BODY: Any = kopf.Body({"metadata": {}, "status": {}})
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="hostedengine", cancellation_timeout=5.0)
+async def engine_daemon(
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    namespace = namespace or "default"
+    runner = EngineRunner(namespace, name, memo)
+    wakes: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKE_KEY, {})
+    wakes[(namespace, name)] = runner.wake
+    idx = {k: kwargs.get(k) for k in (
+        "he_nodes", "he_leases", "he_hosts", "he_vms", "he_vmis", "he_vmims", "he_pods")}
+    prober = asyncio.create_task(runner.probe_loop(body, idx), name=f"he-probe-{name}")
+    try:
+        while not stopped:
+            runner.wake.clear()
+            try:
+                wait = await runner.step(body, idx)
+            except NotFound:
+                return  # deleted under us
+            except (KubeError, OSError) as exc:
+                log.warning("HostedEngine %s/%s: step failed: %s", namespace, name, exc)
+                wait = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.wake.wait(), timeout=wait)
+    finally:
+        prober.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await prober
+        if wakes.get((namespace, name)) is runner.wake:
+            del wakes[(namespace, name)]
+
+
+@kopf.on.cleanup(id="hostedengine-notifier-cleanup")
+def close_notifier(memo: kopf.Memo, **_: Any) -> None:
+    notifier = memo.get(NOTIFIER_KEY)
+    if isinstance(notifier, notify.Notifier):
+        notifier.close()
