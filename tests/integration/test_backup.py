@@ -75,8 +75,8 @@ class S3:
         self.client.put_object(Bucket=BUCKET, Key=key, Body=data)
 
 
-@pytest.fixture
-def s3() -> Iterator[S3]:
+def moto_s3() -> Iterator[S3]:
+    """A fresh moto S3 server on 127.0.0.1 with the bucket (shared by the restore tests)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -90,11 +90,16 @@ def s3() -> Iterator[S3]:
         server.stop()
 
 
-def engine_ready(cluster: Cluster) -> str:
+@pytest.fixture
+def s3() -> Iterator[S3]:
+    yield from moto_s3()
+
+
+def engine_ready(cluster: Cluster, spec: dict[str, Any] | None = None) -> str:
     """Hosts, the hosted-engine StorageDomain, a running engine with a small disk; returns the
     SHA-256 its backups must hold."""
     prepare(cluster, power=False)
-    cluster.create(HOSTEDENGINES, he_body())
+    cluster.create(HOSTEDENGINES, he_body(spec))
     wait_up(cluster, timeout=60)
     pvc = cluster.get(PVCS, DISK_CLAIM, NS)
     assert pvc is not None

@@ -23,8 +23,10 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from hashlib import sha256 as hashlib_sha256
 from typing import Any, Final
 
 import requests
@@ -289,6 +291,115 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
                            location=store.location(prefix), engine_version=version)
 
 
+# --------------------------------------------------------------------------------------------
+# Restore: read back and verify a run, import its disk
+
+
+DATAVOLUMES: Final = Resource("cdi.kubevirt.io", "v1beta1", "datavolumes", True)
+CONFIGMAPS: Final = Resource("", "v1", "configmaps", True)
+STORAGEDOMAINS: Final = hostedengine_resource("storagedomains", namespaced=False)
+RESTORE_LABEL: Final = "hostedengine.io/restore"
+
+
+class _Tally:
+    """Size and SHA-256 of a stream as it goes by (and its bytes, when ``keep``)."""
+
+    def __init__(self, *, keep: bool, stop: threading.Event | None) -> None:
+        self.keep = keep
+        self.stop = stop
+        self.size = 0
+        self.sha = hashlib_sha256()
+        self.content = bytearray()
+
+    def count(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            if self.stop is not None and self.stop.is_set():
+                raise Cancelled("operator stopping")
+            self.size += len(chunk)
+            self.sha.update(chunk)
+            if self.keep:
+                self.content.extend(chunk)
+            yield chunk
+
+
+@dataclass
+class Verification:
+    manifest: dict[str, Any]
+    he_definition: dict[str, Any]
+    mismatches: list[lb.Mismatch]
+    verified: int
+
+
+def verify_run(store: ObjectStore, prefix: str, manifest_sha256: str | None = None,
+               stop: threading.Event | None = None,
+               only: Collection[str] | None = None) -> Verification:
+    """Read the manifest and every object it lists (or those in ``only``); compare sizes and
+    SHA-256 (the disk's raw bytes too). Raises :class:`StoreError` or
+    :class:`lb.ManifestError` when the run cannot be read at all."""
+    raw = store.get(f"{prefix}/{lb.MANIFEST}")
+    mismatches: list[lb.Mismatch] = []
+    if manifest_sha256 is not None and lb.sha256_hex(raw) != manifest_sha256:
+        mismatches.append(lb.Mismatch(lb.MANIFEST, manifest_sha256, lb.sha256_hex(raw)))
+    manifest = lb.parse_manifest(raw)
+    he_definition: dict[str, Any] = {}
+    verified = 0
+    for entry in manifest["objects"]:
+        name = str(entry["name"])
+        if only is not None and name not in only:
+            continue
+        tally = _Tally(keep=name == lb.HE_DEFINITION, stop=stop)
+        raw_sha = hashlib_sha256() if entry.get("rawSha256") else None
+        try:
+            chunks = tally.count(store.iter_object(f"{prefix}/{name}"))
+            if raw_sha is not None:
+                for data in lb.iter_gunzip(chunks):
+                    raw_sha.update(data)
+            else:
+                for _ in chunks:
+                    pass
+        except StoreError:
+            mismatches.append(lb.Mismatch(name, str(entry["sha256"]), None))
+            continue
+        except zlib.error:  # corrupt compressed data: finish hashing what is stored
+            with contextlib.suppress(StoreError):
+                for _ in chunks:
+                    pass
+            found = lb.verify_object(entry, tally.size, tally.sha.hexdigest())
+            mismatches.extend(found or [lb.Mismatch(f"{name} (gzip)", None, "corrupt")])
+            continue
+        found = lb.verify_object(entry, tally.size, tally.sha.hexdigest(),
+                                 raw_sha.hexdigest() if raw_sha is not None else None)
+        mismatches.extend(found)
+        if not found:
+            verified += 1
+            if tally.keep:
+                loaded = yaml.safe_load(bytes(tally.content))
+                he_definition = loaded if isinstance(loaded, dict) else {}
+    return Verification(manifest, he_definition, mismatches, verified)
+
+
+def import_disk_body(namespace: str, name: str, *, url: str, secret: str | None,
+                     ca_config_map: str | None, size: str, storage_class: str | None,
+                     labels: Mapping[str, str], access_modes: list[str] | None = None,
+                     volume_mode: str | None = None) -> dict[str, Any]:
+    """A CDI DataVolume importing the stored disk (gzip) from S3."""
+    s3: dict[str, Any] = {"url": url}
+    if secret:
+        s3["secretRef"] = secret
+    if ca_config_map:
+        s3["certConfigMap"] = ca_config_map
+    storage: dict[str, Any] = {"resources": {"requests": {"storage": size}}}
+    if storage_class:
+        storage["storageClassName"] = storage_class
+    if access_modes:
+        storage["accessModes"] = list(access_modes)
+    if volume_mode:
+        storage["volumeMode"] = volume_mode
+    return {"apiVersion": DATAVOLUMES.api_version, "kind": "DataVolume",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"source": {"s3": s3}, "storage": storage}}
+
+
 __all__ = [
     "BACKUPS",
     "BACKUP_LABEL",
@@ -304,7 +415,9 @@ __all__ = [
     "Cancelled",
     "ExportLink",
     "definition",
+    "import_disk_body",
     "iter_export",
     "run_prefix",
     "upload_run",
+    "verify_run",
 ]

@@ -7,9 +7,18 @@ from hosted_engine.handlers import (
     backup,
     host,
     hostedengine,
+    restore,
     rollingmaintenance,
     startup,
     storagedomain,
 )
 
-__all__ = ["backup", "host", "hostedengine", "rollingmaintenance", "startup", "storagedomain"]
+__all__ = [
+    "backup",
+    "host",
+    "hostedengine",
+    "restore",
+    "rollingmaintenance",
+    "startup",
+    "storagedomain",
+]

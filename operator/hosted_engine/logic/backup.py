@@ -17,6 +17,7 @@ Steps: PrepareFailoverHost (maintenance requested, until the Host is in Maintena
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import zlib
@@ -672,3 +673,63 @@ __all__ = [
     "to_delete",
     "verify_object",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Restore
+
+#: Host states in which a host recorded in a backup still counts as operational.
+OPERATIONAL_HOST_STATES: Final = frozenset({"Up", "Maintenance", "PreparingForMaintenance",
+                                            "Activating", "Pending"})
+
+
+def restored_disk_name(hosted_engine: str) -> str:
+    """The DataVolume/claim a restore imports the backed-up disk into."""
+    return f"{hosted_engine}-restored-disk"[:_NAME_LIMIT].rstrip("-")
+
+
+def recorded_hosts(he_definition: Mapping[str, Any]) -> list[str]:
+    """Hosts the backed-up engine knew: its host table and its allowed names."""
+    status = he_definition.get("status") or {}
+    spec = he_definition.get("spec") or {}
+    names = [str(r.get("host")) for r in status.get("hosts") or [] if r.get("host")]
+    names += [str(n) for n in (spec.get("hosts") or {}).get("names") or []]
+    return sorted(set(names))
+
+
+def missing_hosts(recorded: Iterable[str], present: Mapping[str, str | None]
+                  ) -> list[tuple[str, str]]:
+    """(host, reason) for every recorded host that is absent or not operational now;
+    ``present`` maps existing Hosts to their ``status.state``."""
+    out = []
+    for host in recorded:
+        if host not in present:
+            out.append((host, "no such Host in this cluster"))
+        elif (present[host] or "Pending") not in OPERATIONAL_HOST_STATES:
+            out.append((host, f"Host is {present[host]}"))
+    return out
+
+
+def restored_engine_spec(he_definition: Mapping[str, Any], *, claim: str,
+                         storage_domain: str | None, remove_hosts: Iterable[str],
+                         recorded: Iterable[str]) -> dict[str, Any]:
+    """The new HostedEngine's spec: the backed-up one (same FQDN), its disk cloned from the
+    restored claim, on ``storage_domain`` when given, without ``remove_hosts`` in its host
+    table (when a host list must be written to drop them, it is the recorded hosts minus those).
+    """
+    spec = copy.deepcopy(dict(he_definition.get("spec") or {}))
+    vm = spec.setdefault("vm", {})
+    version = (vm.get("image") or {}).get("version")
+    vm["image"] = {"pvc": {"claimName": claim}}
+    if version:
+        vm["image"]["version"] = version
+    if storage_domain:
+        vm.setdefault("disk", {})["storageDomain"] = storage_domain
+    drop = set(remove_hosts)
+    if drop:
+        hosts = spec.setdefault("hosts", {})
+        names = list(hosts.get("names") or []) or list(recorded)
+        hosts["names"] = [n for n in names if n not in drop]
+        if not hosts["names"]:
+            hosts.pop("names")
+    return spec

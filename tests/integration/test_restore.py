@@ -1,0 +1,168 @@
+"""Restores on the lab: a corrupted backup is refused before anything is created; a good one
+gives a new, working engine (same FQDN) and reports the hosts it no longer finds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from harness import HOSTEDENGINES, STORAGEDOMAINS, Cluster, conditions, field, wait_for
+from hosted_engine.adapters.kube import Resource, hostedengine_resource
+from hostedengine_lab import NS, ROOT, SECRETS, fast_spec, wait_up
+from test_backup import (
+    BACKUPS,
+    BUCKET,
+    ENGINE,
+    S3,
+    SECRET_KEY,
+    backup_body,
+    engine_ready,
+    moto_s3,
+    s3_secret,
+    s3_target,
+    status,
+    wait_runs,
+)
+
+pytestmark = pytest.mark.lab
+
+RESTORES = hostedengine_resource("restores", namespaced=True)
+DATAVOLUMES = Resource("cdi.kubevirt.io", "v1beta1", "datavolumes", namespaced=True)
+VMS = Resource("kubevirt.io", "v1", "virtualmachines", namespaced=True)
+
+
+@pytest.fixture
+def s3() -> Iterator[S3]:
+    yield from moto_s3()
+
+
+def backed_up(cluster: Cluster, s3: S3, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A running engine and one good backup of it on S3; returns the run."""
+    engine_ready(cluster, spec)
+    s3_secret(cluster)
+    cluster.create(BACKUPS, backup_body("before", s3_target(s3)))
+    st = wait_runs(cluster, "before", lambda runs: bool(runs), "the backup")
+    run: dict[str, Any] = st["runs"][0]
+    assert run["phase"] == "Succeeded", run
+    return run
+
+
+def restore_body(name: str, engine: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "hostedengine.io/v1alpha1", "kind": "Restore",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"source": {"backup": {"name": "before"}}, "hostedEngineName": engine,
+                     **spec}}
+
+
+def restore_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    return dict((cluster.get(RESTORES, name, NS) or {}).get("status") or {})
+
+
+def finished(cluster: Cluster, name: str, timeout: float = 60) -> dict[str, Any]:
+    def describe() -> Any:
+        return {"restore": restore_status(cluster, name), "dataVolumes": [
+            (d["metadata"]["name"], d.get("status")) for d in cluster.list(DATAVOLUMES, NS)]}
+
+    return wait_for(f"restore {name} finished", lambda: (
+        st if (st := restore_status(cluster, name)).get("phase") in ("Succeeded", "Failed")
+        else None), timeout=timeout, describe=describe)
+
+
+def test_a_corrupted_object_is_detected_and_nothing_is_created(cluster: Cluster, s3: S3) -> None:
+    run = backed_up(cluster, s3)
+    key = f"lab/{NS}/{ENGINE}/{run['id']}/disk.img.gz"
+    data = bytearray(s3.get(key))
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the disk
+    s3.put(key, bytes(data))
+
+    cluster.create(RESTORES, restore_body("bad", "engine-new"))
+    st = finished(cluster, "bad")
+    assert st["phase"] == "Failed" and st["run"] == run["id"]
+    objects = {m["object"] for m in st["mismatches"]}
+    assert "disk.img.gz" in objects
+    assert st["objectsVerified"] == 2  # the two definitions are fine
+    conds = conditions(cluster.get(RESTORES, "bad", NS))
+    assert (conds["Verified"]["status"], conds["Verified"]["reason"]) == \
+        ("False", "ChecksumMismatch")
+    assert conds["Succeeded"]["status"] == "False"
+    assert "ChecksumMismatch" in cluster.event_reasons("bad", NS)
+    # refused before anything was created
+    assert cluster.get(HOSTEDENGINES, "engine-new", NS) is None
+    assert cluster.list(DATAVOLUMES, NS, label_selector="hostedengine.io/restore") == []
+    assert "verifiedAt" not in st
+
+    # a tampered manifest is caught too (its checksum is in the Backup's status)
+    mkey = f"lab/{NS}/{ENGINE}/{run['id']}/manifest.json"
+    manifest = json.loads(s3.get(mkey))
+    for entry in manifest["objects"]:
+        if entry["name"] == "disk.img.gz":
+            entry["sha256"] = __import__("hashlib").sha256(bytes(data)).hexdigest()
+            entry["size"] = len(data)
+    s3.put(mkey, json.dumps(manifest).encode())
+    cluster.create(RESTORES, restore_body("forged", "engine-new"))
+    st = finished(cluster, "forged")
+    assert st["phase"] == "Failed"
+    objects = {m["object"] for m in st["mismatches"]}
+    assert "manifest.json" in objects and any(o.startswith("disk.img.gz") for o in objects)
+    assert cluster.get(HOSTEDENGINES, "engine-new", NS) is None
+
+
+def test_restore_of_a_working_engine_gives_a_new_engine_and_reports_missing_hosts(
+        cluster: Cluster, s3: S3) -> None:
+    spec = fast_spec()
+    spec["hosts"] = {"names": ["node-1", "node-2", "node-3", "node-9"]}  # node-9 is retired
+    run = backed_up(cluster, s3, spec)
+    # the engine is lost
+    cluster.delete(HOSTEDENGINES, ENGINE, NS)
+    cluster.wait_gone(HOSTEDENGINES, ENGINE, NS, timeout=60)
+    wait_for("engine VM gone", lambda: cluster.get(VMS, ENGINE, NS) is None, timeout=60)
+
+    # the new environment's storage: a CSI data domain (the FC LUN stays with the lost engine)
+    cluster.apply_yaml(ROOT / "examples" / "lab" / "storagedomain-data.yaml")
+    cluster.wait_field(STORAGEDOMAINS, "data", "status.state", "Active", timeout=30)
+
+    cluster.create(RESTORES, restore_body("back", "engine-restored", cleanMissingHosts=True,
+                                          storageDomain="data"))
+    st = finished(cluster, "back", timeout=90)
+    assert st["phase"] == "Succeeded", st
+    assert st["run"] == run["id"] and st["hostedEngine"] == "engine-restored"
+    assert st["objectsVerified"] == 3 and not st.get("mismatches")
+    assert st["missingHosts"] == [
+        {"name": "node-9", "reason": "no such Host in this cluster", "cleaned": True}]
+    conds = conditions(cluster.get(RESTORES, "back", NS))
+    assert conds["Verified"]["status"] == "True" and conds["Succeeded"]["status"] == "True"
+    assert {"RestoreVerified", "RestoreSucceeded"} <= set(cluster.event_reasons("back", NS))
+
+    new = cluster.get(HOSTEDENGINES, "engine-restored", NS)
+    assert new is not None
+    assert new["spec"]["vm"]["network"]["fqdn"] == "engine.lab.example"  # same FQDN
+    assert new["spec"]["vm"]["image"] == {"pvc": {"claimName": "engine-restored-restored-disk"},
+                                          "version": "4.5"}
+    assert new["spec"]["hosts"]["names"] == ["node-1", "node-2", "node-3"]
+    assert new["spec"]["vm"]["disk"]["storageDomain"] == "data"
+    assert not new["metadata"].get("ownerReferences")  # deleting the Restore keeps the engine
+    dv = cluster.get(DATAVOLUMES, "engine-restored-restored-disk", NS)
+    assert dv is not None
+    assert dv["spec"]["source"]["s3"]["url"] == \
+        f"{s3.endpoint}/{BUCKET}/lab/{NS}/{ENGINE}/{run['id']}/disk.img.gz"
+    # the engine made from the backup comes up
+    wait_up(cluster, name="engine-restored", timeout=90)
+    assert field(cluster.get(HOSTEDENGINES, "engine-restored", NS), "status.state") == "EngineUp"
+    # the copied S3 keys never show in status or Events
+    text = json.dumps(cluster.get(RESTORES, "back", NS)) + json.dumps(
+        cluster.events_for("back", NS))
+    assert SECRET_KEY not in text
+    assert cluster.get(SECRETS, "engine-restored-restored-disk", NS) is not None
+    assert status(cluster, "before")["lastSuccessfulRun"] == run["id"]
+
+
+def test_restore_refuses_a_backup_without_a_good_run(cluster: Cluster) -> None:
+    cluster.ensure_namespace(NS)
+    cluster.create(RESTORES, restore_body("orphan", "engine-x"))
+    st = finished(cluster, "orphan")
+    assert st["phase"] == "Failed" and "Backup before not found" in st["message"]
+    assert cluster.get(HOSTEDENGINES, "engine-x", NS) is None
+    assert conditions(cluster.get(RESTORES, "orphan", NS))["Succeeded"]["reason"] == \
+        "RestoreRefused"
