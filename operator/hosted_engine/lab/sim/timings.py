@@ -51,7 +51,7 @@ class LabTimings:
     scheduler_retry: float = 5.0
     #: most seconds of scheduling per pass, so that heartbeats are never starved (a pacing
     #: knob: kube-scheduler's own throughput is bounded too)
-    scheduler_pass_budget: float = 0.2
+    scheduler_pass_budget: float = 0.4
 
     # -- storage ----------------------------------------------------------------------------
     #: PV controller resync (--pvclaimbinder-sync-period, 15 s; binding is also event driven)
