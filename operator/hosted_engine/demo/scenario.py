@@ -455,6 +455,7 @@ def step_failover(ctx: Context) -> None:
     node = str(get_path(host, "spec.nodeName") or host_name)
     ctx.out.info(f"the engine runs on Host {host_name} (node {node}); cutting that node's power "
                  "through the lab's fault API (a dead PSU: no BMC command)")
+    fence_before = get_path(host, "status.fencing.startedAt")
     t0 = time.monotonic()
     result = _call(str(ctx.options.kubeconfig), "POST", "/faults",
                    {"action": "fail-node", "target": node})
@@ -483,26 +484,27 @@ def step_failover(ctx: Context) -> None:
         hstate = get_path(h, "status.state")
         change("host", hstate, f"Host {host_name} state {hstate}")
         phase = get_path(h, "status.fencing.phase")
-        if hstate in ("NonResponsive", "Fenced") or phase:
+        if hstate in ("NonResponsive", "Fenced"):
             mark("detected", f"operator detected it: Host {host_name} {hstate}")
         estate = get_path(e, "status.state")
         on = get_path(e, "status.host")
         change("engine", estate, f"HostedEngine state {estate}{' on ' + str(on) if on else ''}")
         if estate in ENGINE_LOST_STATES:
             mark("engine-lost", f"operator: the engine's host is lost (HostedEngine {estate})")
+            mark("detected", f"operator detected it: HostedEngine {estate}")
         change("fence", phase, f"Host {host_name} fencing phase {phase}")
         power = get_path(h, "status.powerManagement.powerState")
         change("power", power, f"Host {host_name} power state {power} (from its BMC)")
-        if phase == "Confirmed" or (phase == "Released" and "fenced" not in seen):
+        new_fence = get_path(h, "status.fencing.startedAt") not in (None, fence_before)
+        if new_fence and phase in ("Confirmed", "Released"):
             pm = get_path(h, "spec.powerManagement.type")
             mark("fenced", f"fenced through the {pm} BMC: power off confirmed")
         if OUT_OF_SERVICE in taint_keys(n):
             mark("taint", f"Node {node} has the {OUT_OF_SERVICE} taint (its pods are freed)")
         vmi = ctx.api.find(VMIS, *(reversed(ctx.engine or ("", ""))))
         vnode = get_path(vmi, "status.nodeName")
-        change("vmi", (vnode, get_path(vmi, "status.phase")) if vmi else "gone",
-               f"engine VMI {get_path(vmi, 'status.phase') if vmi else 'gone'}"
-               f"{' on ' + str(vnode) if vmi and vnode else ''}")
+        vphase = (get_path(vmi, "status.phase") or "created") if vmi else "gone"
+        change("vmi", (vnode, vphase), f"engine VMI {vphase}{' on ' + str(vnode) if vnode else ''}")
         if vmi and vnode and vnode != node and get_path(vmi, "status.phase") == "Running":
             mark("running", f"engine VMI Running on {vnode}")
         if engine_up(e, avoid=host_name):
