@@ -72,7 +72,7 @@ def test_events_and_peering_and_limits() -> None:
     assert settings.posting.reporting_component == "hosted-engine-operator"
     assert settings.peering.stealth
     assert settings.peering.lifetime == startup.PEERING_LIFETIME
-    assert settings.queueing.worker_limit == startup.WORKER_LIMIT
+    assert settings.queueing.worker_limit == startup.QUEUE_WORKER_LIMIT
     assert settings.execution.max_workers == startup.WORKER_LIMIT
     assert settings.watching.server_timeout is not None
     assert settings.watching.client_timeout is not None

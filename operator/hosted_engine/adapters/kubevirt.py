@@ -50,6 +50,8 @@ NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
 OUT_OF_SERVICE_TAINT: Final = "node.kubernetes.io/out-of-service"
 #: Node label of a Host deployed for the hosted engine (docs/decisions/0003).
 ENGINE_HOST_LABEL: Final = f"{API_GROUP}/engine-host"
+#: Label KubeVirt puts on a scheduled VMI: its node.
+VMI_NODE_LABEL: Final = "kubevirt.io/nodeName"
 #: Label on the migrations a Host's drain creates: the Host's name.
 MIGRATION_HOST_LABEL: Final = f"{API_GROUP}/host"
 #: A VM/VMI carrying this label (any value: the HostedEngine's name) is the engine VM; so is a
@@ -338,6 +340,7 @@ __all__ = [
     "PODS",
     "VMIMS",
     "VMIS",
+    "VMI_NODE_LABEL",
     "VMS",
     "HostKube",
 ]

@@ -84,9 +84,12 @@ from hosted_engine.adapters.host_power import CredentialsProblem, run_power_acti
 from hosted_engine.adapters.kube import Kube, KubeError, NotFound
 from hosted_engine.adapters.kubevirt import (
     ENGINE_HOST_LABEL,
+    HOSTS,
     MIGRATION_HOST_LABEL,
     NODE_LEASE_NAMESPACE,
     OUT_OF_SERVICE_TAINT,
+    VMI_NODE_LABEL,
+    VMIS,
     HostKube,
     lease_renew_time,
     meta,
@@ -139,6 +142,9 @@ SKEW_RESOLUTION: Final = 0.5
 #: How a status write of a clock-skew value is rounded.
 SKEW_DIGITS: Final = 2
 OUT_OF_SERVICE_VALUE: Final = "nodeshutdown"
+#: Re-read of a Host whose deletion is held (seconds, doubling while nothing changes).
+HELD_RECHECK_MIN: Final = 0.5
+HELD_RECHECK_MAX: Final = 30.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +198,8 @@ class _Pending:
     """Things decided during one reconcile, carried out after the status patch."""
 
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    #: an action failed: decide again after :data:`ERROR_BACKOFF`
+    failed: bool = False
 
 
 def skew_seconds(renew: datetime, received: datetime) -> float:
@@ -222,24 +230,33 @@ class HostReconciler:
         table: dict[Any, Any] = getattr(self.world, kind)
         return table
 
-    def put(self, kind: str, key: Any, obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        """Store (or with None, drop) an object; older resourceVersions never replace newer.
-        Returns the previous object."""
+    def put(self, kind: str, key: Any, obj: Mapping[str, Any] | None, *,
+            deleted: bool = False) -> Mapping[str, Any] | None:
+        """Store an object, or with ``deleted`` drop it; returns the previous one.
+
+        Watches of one kind deliver events per object, not strictly in order across objects
+        that share a name (a VMI deleted and recreated by its VM): an older resourceVersion
+        never replaces a newer one, and a deletion drops only the object it is about (same
+        uid)."""
         with self._world_lock:
             table = self._table(kind)
             previous = table.get(key)
             if obj is None:
-                table.pop(key, None)
                 return previous
             old_rv, new_rv = resource_version(previous), resource_version(obj)
-            if old_rv is not None and new_rv is not None and new_rv < old_rv:
+            newer = old_rv is None or new_rv is None or new_rv >= old_rv
+            if deleted:
+                same = previous is not None and meta(previous).get("uid") == meta(obj).get("uid")
+                if same and newer:
+                    table.pop(key, None)
                 return previous
-            table[key] = obj
+            if newer:
+                table[key] = obj
             return previous
 
-    def put_pod(self, key: tuple[str, str], pod: Mapping[str, Any] | None) -> None:
+    def put_pod(self, key: tuple[str, str], pod: Mapping[str, Any], deleted: bool) -> None:
         with self._world_lock:
-            if pod is None:
+            if deleted:
                 self.world.pod_requests.pop(key, None)
                 return
             mem, cpu = pod_requests(pod)
@@ -341,6 +358,17 @@ class HostReconciler:
         result = lc.step(current, obs)
         new = result.status
         actions = list(result.actions)
+        if new.state is lc.HostState.MAINTENANCE and (
+                current is None or current.state is not lc.HostState.MAINTENANCE) \
+                and self._vmis_missed(host.spec.node_name, obs):
+            # never declare a host drained on a cache that missed a VMI: re-decide on the
+            # objects just read
+            world = self.snapshot()
+            obs = hm.observe(host, world, now, self.settings,
+                             current.maintenance if current else None)
+            result = lc.step(current, obs)
+            new = result.status
+            actions = list(result.actions)
         for _ in range(3):
             fenced = self._carry_out(host, body, world, actions, cond, pending)
             if fenced is None:
@@ -386,7 +414,27 @@ class HostReconciler:
         self._write(name, host.status, new_status)
         for type_, reason, message in pending.events:
             self.api.host_event(body, type_, reason, message)
-        return Outcome(wait=self._next_wait(new, obs), state=state, node_exists=node is not None)
+        wait = self._next_wait(new, obs)
+        if pending.failed:
+            wait = min(wait, ERROR_BACKOFF)
+        return Outcome(wait=wait, state=state, node_exists=node is not None)
+
+    def _vmis_missed(self, node: str, obs: lc.HostObservation) -> bool:
+        """Read the VMIs on ``node`` from the API; True when the cache had missed one (the
+        cache is refreshed with what was read)."""
+        try:
+            listed = self.kube.list(VMIS, label_selector=f"{VMI_NODE_LABEL}={node}")
+        except KubeError as exc:
+            log.warning("cannot confirm the VMIs on %s: %s", node, exc)
+            return True
+        seen = {(v.namespace, v.name) for v in obs.vms}
+        missed = False
+        for vmi in listed:
+            if hm.vmi_node(vmi) == node and hm.vmi_active(vmi) \
+                    and hm.key_of(vmi) not in seen:
+                missed = True
+                self.put("vmis", hm.key_of(vmi), vmi)
+        return missed
 
     def _write(self, name: str, old: HostStatus, new: HostStatus) -> None:
         patch = hm.merge_patch(old.to_dict(), new.to_dict())
@@ -449,6 +497,7 @@ class HostReconciler:
                 elif isinstance(action, lc.SetCondition):
                     cond(action.type, action.status, action.reason, action.message)
             except KubeError as exc:
+                pending.failed = True
                 log.warning("host %s: %s failed: %s", host.metadata.name,
                             type(action).__name__, exc)
         return fenced
@@ -686,14 +735,18 @@ class HostReconciler:
 
     # -- deletion ----------------------------------------------------------------------------
 
-    def reconcile_deletion(self, name: str) -> bool:
-        """Whether the Host may go (its Node released); else the deletion is held."""
+    def reconcile_deletion(self, name: str) -> tuple[bool, HostState | None]:
+        """(whether the Host may go -- its Node released --, the state it is in)."""
+        fresh = self.kube.find(HOSTS, name)  # kopf holds this Host's events back meanwhile
+        if fresh is None:
+            return True, None
+        self.put("hosts", name, fresh)
         outcome = self.reconcile(name)
         with self._lock_for(name):
             with self._world_lock:
                 body = self.world.hosts.get(name)
             if body is None:
-                return True
+                return True, None
             host = self._parse(body)
             if outcome.state is HostState.MAINTENANCE or not outcome.node_exists:
                 node = host.spec.node_name
@@ -705,7 +758,7 @@ class HostReconciler:
                     pass
                 self.api.host_event(body, "Normal", "HostRemoved",
                                     f"{name}: Node {node} released")
-                return True
+                return True, outcome.state
             old = get_condition(host.status.conditions, "DeletionBlocked")
             message = (f"the Host is {outcome.state.value if outcome.state else 'Pending'}: "
                        "set spec.maintenance.mode to local and wait for Maintenance")
@@ -718,7 +771,7 @@ class HostReconciler:
                     self.put("hosts", name, self.api.patch_host_status(
                         name, {"conditions": [c.to_dict() for c in conditions]}))
                 self.api.host_event(body, "Warning", "DeletionBlocked", f"{name}: {message}")
-            return False
+            return False, outcome.state
 
 
 def _skew_changed(written: float, measured: float) -> bool:
@@ -811,19 +864,31 @@ async def run_host(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_:
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="host-delete")
 async def delete_host(name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Hold the finalizer until the Host is in Maintenance, then release its Node."""
+    """Hold the finalizer until the Host is in Maintenance, then release its Node.
+
+    kopf stops the Host's daemon when the deletion starts and, while this handler runs, does
+    not deliver the Host's own events; so this loop reconciles the Host itself (maintenance may
+    still be entered while the deletion is held), re-reads it from the API, and wakes on the
+    Nodes', VMIs' and migrations' events or after a re-check delay that backs off from
+    :data:`HELD_RECHECK_MIN` to :data:`HELD_RECHECK_MAX` while nothing changes.
+    """
     reconciler = reconciler_of(memo)
     triggers = triggers_of(memo)
+    recheck = HELD_RECHECK_MIN
+    last_state: HostState | None = None
     while True:
         try:
-            released = await asyncio.to_thread(reconciler.reconcile_deletion, name)
+            released, state = await asyncio.to_thread(reconciler.reconcile_deletion, name)
         except Exception as exc:
             raise kopf.TemporaryError(f"deletion check failed: {exc}", delay=ERROR_BACKOFF) \
                 from exc
         if released:
             triggers.forget(name)
             return
-        await triggers.wait(name, reconciler.settings.resync_s)
+        recheck = HELD_RECHECK_MIN if state != last_state else min(recheck * 2, HELD_RECHECK_MAX)
+        last_state = state
+        if await triggers.wait(name, recheck):
+            recheck = HELD_RECHECK_MIN
 
 
 def _deleted(type_: str | None) -> bool:
@@ -835,10 +900,10 @@ async def host_event(name: str, body: kopf.Body, type: str | None, memo: kopf.Me
                      **_: Any) -> None:
     reconciler = reconciler_of(memo)
     triggers = triggers_of(memo)
-    obj = None if _deleted(type) else dict(body)
-    previous = reconciler.put("hosts", name, obj)
+    obj = dict(body)
+    previous = reconciler.put("hosts", name, obj, deleted=_deleted(type))
     triggers.fire(name)
-    if obj is None or status_of(previous).get("state") != status_of(obj).get("state") \
+    if _deleted(type) or status_of(previous).get("state") != status_of(obj).get("state") \
             or spec_of(previous) != spec_of(obj):
         triggers.fire_all()  # targets, storm guard and host ids of the others change
 
@@ -847,11 +912,11 @@ async def host_event(name: str, body: kopf.Body, type: str | None, memo: kopf.Me
 async def node_event(name: str, body: kopf.Body, type: str | None, memo: kopf.Memo,
                      **_: Any) -> None:
     reconciler = reconciler_of(memo)
-    obj = None if _deleted(type) else dict(body)
-    previous = reconciler.put("nodes", name, obj)
+    obj = dict(body)
+    previous = reconciler.put("nodes", name, obj, deleted=_deleted(type))
     triggers = triggers_of(memo)
     triggers.fire(reconciler.host_for_node(name))
-    if obj is None or previous is None or node_ready(previous)[0] != node_ready(obj)[0] \
+    if _deleted(type) or previous is None or node_ready(previous)[0] != node_ready(obj)[0] \
             or bool(spec_of(previous).get("unschedulable")) != bool(spec_of(obj).get(
                 "unschedulable")):
         triggers.fire_all()
@@ -860,7 +925,7 @@ async def node_event(name: str, body: kopf.Body, type: str | None, memo: kopf.Me
 @kopf.on.event("", "v1", "pods", id="host-pods")
 async def pod_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
                     memo: kopf.Memo, **_: Any) -> None:
-    reconciler_of(memo).put_pod((namespace or "", name), None if _deleted(type) else body)
+    reconciler_of(memo).put_pod((namespace or "", name), body, _deleted(type))
 
 
 @kopf.on.event("kubevirt.io", "v1", "virtualmachineinstances", id="host-vmis")
@@ -868,23 +933,23 @@ async def vmi_event(name: str, namespace: str | None, body: kopf.Body, type: str
                     memo: kopf.Memo, **_: Any) -> None:
     reconciler = reconciler_of(memo)
     triggers = triggers_of(memo)
-    obj = None if _deleted(type) else dict(body)
-    previous = reconciler.put("vmis", (namespace or "", name), obj)
-    for node in {hm.vmi_node(previous or {}), hm.vmi_node(obj or {})}:
+    obj = dict(body)
+    previous = reconciler.put("vmis", (namespace or "", name), obj, deleted=_deleted(type))
+    for node in {hm.vmi_node(previous or {}), hm.vmi_node(obj)}:
         triggers.fire(reconciler.host_for_node(node))
 
 
 @kopf.on.event("kubevirt.io", "v1", "virtualmachines", id="host-vms")
 async def vm_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
                    memo: kopf.Memo, **_: Any) -> None:
-    reconciler_of(memo).put("vms", (namespace or "", name), None if _deleted(type) else dict(body))
+    reconciler_of(memo).put("vms", (namespace or "", name), dict(body), deleted=_deleted(type))
 
 
 @kopf.on.event("kubevirt.io", "v1", "virtualmachineinstancemigrations", id="host-migrations")
 async def migration_event(name: str, namespace: str | None, body: kopf.Body, type: str | None,
                           memo: kopf.Memo, **_: Any) -> None:
     reconciler = reconciler_of(memo)
-    reconciler.put("vmims", (namespace or "", name), None if _deleted(type) else dict(body))
+    reconciler.put("vmims", (namespace or "", name), dict(body), deleted=_deleted(type))
     host = (meta(body).get("labels") or {}).get(MIGRATION_HOST_LABEL)
     triggers = triggers_of(memo)
     triggers.fire(host)

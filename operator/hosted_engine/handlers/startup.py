@@ -33,8 +33,12 @@ ANNOTATION_PREFIX: Final = API_GROUP
 PEERING_NAME: Final = MANAGED_BY_VALUE
 #: Seconds after which a silent replica is presumed dead and a standby takes over.
 PEERING_LIFETIME: Final = 30
-#: Objects processed at once, and threads for the synchronous handlers.
+#: Threads for the synchronous handlers.
 WORKER_LIMIT: Final = 20
+#: Objects whose events are processed at once: unbounded (kopf's default). Each watched object
+#: (Nodes, Pods, Leases, VMIs, migrations ...) keeps a cheap async worker for a few idle
+#: seconds; a bound here made events of other objects wait seconds for a free worker.
+QUEUE_WORKER_LIMIT: Final[int | None] = None
 #: Watch requests end server-side after this long and are resumed (seconds).
 WATCH_SERVER_TIMEOUT: Final = 300
 #: Client-side guard for a stuck watch connection (seconds).
@@ -67,7 +71,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> kopf.OperatorSettings
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
 
-    settings.queueing.worker_limit = WORKER_LIMIT
+    settings.queueing.worker_limit = QUEUE_WORKER_LIMIT
     settings.execution.max_workers = WORKER_LIMIT
 
     settings.peering.stealth = True  # keep-alives are not worth a log line each
