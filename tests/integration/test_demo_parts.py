@@ -142,3 +142,14 @@ def test_watchdog_passes_on_the_exit_code_of_its_command(tmp_path: Path) -> None
     finally:
         lab.kill()
         lab.wait(10)
+
+
+def test_failover_record_is_shown_relative_to_the_loss() -> None:
+    from hosted_engine.demo.scenario import failover_record_text
+
+    record = {"fromHost": "node-1", "toHost": "node-2", "lostAt": "2026-11-22T06:45:05.5Z",
+              "detectedAt": "2026-11-22T06:45:07.5Z", "fencedAt": "2026-11-22T06:45:08Z",
+              "healthyAt": "2026-11-22T06:45:10.25+00:00"}
+    assert failover_record_text(record) == (
+        "node-1 -> node-2; after the loss: detected +2.0s, fenced +2.5s, healthy +4.8s")
+    assert failover_record_text({"fromHost": "node-1", "toHost": "node-3"}) == "node-1 -> node-3"

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -532,10 +533,26 @@ def step_failover(ctx: Context) -> None:
             ctx.out.info(f"  {label:<30} {seen[key]:6.1f}s")
     record = get_path(he, "status.lastFailover") or {}
     if record:
-        ctx.out.info("the operator's own record (status.lastFailover): " + ", ".join(
-            f"{k}={v}" for k, v in record.items()))
+        ctx.out.info("the operator's own record (status.lastFailover): "
+                     + failover_record_text(record))
     ctx.out.note(f"node {node} stays off; bring it back with `hosted-engine lab recover-node "
                  f"{node} --kubeconfig {ctx.options.kubeconfig}`")
+
+
+def failover_record_text(record: Mapping[str, Any]) -> str:
+    """``node-1 -> node-2; detected +2.0s, fenced +2.0s, ...`` (times after ``lostAt``)."""
+    text = f"{record.get('fromHost', '?')} -> {record.get('toHost', '?')}"
+    try:
+        lost = datetime.fromisoformat(str(record["lostAt"]))
+    except (KeyError, ValueError):
+        rest = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("fromHost", "toHost"))
+        return f"{text}; {rest}" if rest else text
+    parts = []
+    for key in ("detectedAt", "fencedAt", "startedAt", "healthyAt"):
+        with contextlib.suppress(KeyError, ValueError):
+            delta = (datetime.fromisoformat(str(record[key])) - lost).total_seconds()
+            parts.append(f"{key.removesuffix('At')} +{delta:.1f}s")
+    return f"{text}; after the loss: {', '.join(parts)}" if parts else text
 
 
 # -- the step list -------------------------------------------------------------------------
