@@ -206,6 +206,7 @@ class EngineRunner:
         self.last_vmi: dict[str, Any] | None = None
         self.ended_vmi: dict[str, Any] | None = None
         self.pending_conditions: list[ha.SetCondition] = []
+        self.dead_hosts: set[str] = set()
         self.vmi_first_seen: dict[str, datetime] = {}
         self.memory: ha.Memory | None = None
         self.spec: HostedEngineSpec | None = None
@@ -435,6 +436,7 @@ class EngineRunner:
         now: datetime,
     ) -> None:
         gm = ev.global_maintenance(spec, now)
+        dead_hosts = set(self.dead_hosts)
         if isinstance(action, ha.StartEngine):
             node = host_to_node.get(action.host, action.host)
             await self.call(
@@ -442,7 +444,11 @@ class EngineRunner:
                 ev.affinity(self.placement_nodes(placement, host_to_node), prefer=node),
             )
             vmi = world.vmi
-            if vmi is not None and (vmi.get("status") or {}).get("phase") not in FINAL_PHASES:
+            bound = str(((vmi or {}).get("status") or {}).get("nodeName") or "")
+            dead = {host_to_node.get(h, h) for h in dead_hosts}
+            if vmi is not None and bound in dead and (
+                (vmi.get("status") or {}).get("phase") not in FINAL_PHASES
+            ):
                 # a VMI still bound to a fenced (confirmed off) or abandoned node: release it
                 await self.call(self.api.delete_vmi, ns, vmi_name, grace=0)
             if gm:
@@ -631,6 +637,9 @@ class EngineRunner:
                 a for a in decision.actions if isinstance(a, ha.SetCondition)
             )
         obs, host_to_node = ev.observe(spec, world, self.namespace, self.name)
+        self.dead_hosts = {h.name for h in obs.hosts if h.fence is ha.FenceStatus.CONFIRMED}
+        if self.memory.abandoned_host:
+            self.dead_hosts.add(self.memory.abandoned_host)
         decision = ha.step(settings, self.memory, obs, now)
         await self.carry_out(body, spec, decision, world, host_to_node, now)
         self.memory = decision.memory

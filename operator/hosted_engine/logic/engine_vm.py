@@ -546,7 +546,13 @@ def _phase(obj: Obj | None) -> str:
     return str(_status(obj).get("phase") or "")
 
 
-def engine_vm(world: World, node_to_host: Mapping[str, str]) -> ha.EngineVm:
+def engine_vm(
+    world: World, node_to_host: Mapping[str, str], fenced: frozenset[str] = frozenset()
+) -> ha.EngineVm:
+    """The machine's view of the VM and its VMI. Two translations: a VMI not bound to a node
+    yet is not reported (KubeVirt's own restart, placed by the affinity; the machine starts
+    it), and a VMI that ended on a host whose fence is confirmed is reported as still bound
+    there (the engine was lost with its host, a failover, not an engine failure)."""
     vm, vmi = world.vm, world.vmi
     if vm is None or _meta(vm).get("deletionTimestamp"):
         return ha.EngineVm(exists=False)
@@ -561,6 +567,11 @@ def engine_vm(world: World, node_to_host: Mapping[str, str]) -> ha.EngineVm:
     if _meta(vmi).get("deletionTimestamp") and phase is ha.VmiPhase.PENDING:
         phase = ha.VmiPhase.SUCCEEDED
     node = str(_status(vmi).get("nodeName") or "") or None
+    host = node_to_host.get(node, node) if node else None
+    if node is None and phase in (ha.VmiPhase.PENDING, ha.VmiPhase.SCHEDULING):
+        return ha.EngineVm(exists=True, desired_running=desired)
+    if phase in (ha.VmiPhase.FAILED, ha.VmiPhase.SUCCEEDED) and host in fenced:
+        phase = ha.VmiPhase.RUNNING
     paused = (_condition(vmi, "Paused") or {}).get("status") == "True"
     migratable = (_condition(vmi, "LiveMigratable") or {}).get("status") != "False"
     state = _status(vmi).get("migrationState") or {}
@@ -584,7 +595,7 @@ def engine_vm(world: World, node_to_host: Mapping[str, str]) -> ha.EngineVm:
         exists=True,
         desired_running=desired,
         phase=phase,
-        node=node_to_host.get(node, node) if node else None,
+        node=host,
         since=world.vmi_since,
         paused=paused,
         live_migratable=migratable,
@@ -644,9 +655,10 @@ def observe(
             )
         )
     node_to_host = {n: h for h, n in host_to_node.items()}
+    fenced = frozenset(h.name for h in observed if h.fence is ha.FenceStatus.CONFIRMED)
     m = spec.maintenance
     obs = ha.Observation(
-        vm=engine_vm(world, node_to_host),
+        vm=engine_vm(world, node_to_host, fenced),
         probes=world.probes,
         hosts=tuple(observed),
         engine_memory=int(parse_quantity(str(spec.vm.memory))),
