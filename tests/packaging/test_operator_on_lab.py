@@ -141,8 +141,9 @@ def test_installed_operator_reports_on_a_host_and_leaves_the_peering_on_exit(
     replica = replicas("operator-a")
     wait_for("a keep-alive in the peering object", lambda: "operator-a" in peers(installed))
     create_host(installed, "node-a")
+    # the lab API server runs no nodes: the Host of a Node that does not exist is NonResponsive
     assert wait_for("Ready on the Host", lambda: ready_reason(installed, "node-a")) == (
-        "NotImplemented"
+        "NonResponsive"
     )
     host = json.loads(kubectl(installed, "get", "host", "node-a", "-o", "json"))
     assert host["status"]["observedGeneration"] == host["metadata"]["generation"]
@@ -166,7 +167,7 @@ def test_two_replicas_one_acts_the_other_takes_over(
 
     create_host(installed, "node-a")
     wait_for("Ready on node-a", lambda: ready_reason(installed, "node-a"))
-    handled = "Handler 'host-placeholder' succeeded"
+    handled = "Handler 'host-watch' succeeded"
     assert handled in first.log()
     # With mandatory peering a replica starts paused and resumes only once it is the highest.
     assert "Resuming operations" in first.log()
@@ -177,7 +178,7 @@ def test_two_replicas_one_acts_the_other_takes_over(
     wait_for("the standby to resume", lambda: "Resuming operations" in second.log())
     create_host(installed, "node-b")
     assert wait_for("Ready on node-b", lambda: ready_reason(installed, "node-b")) == (
-        "NotImplemented"
+        "NonResponsive"
     )
     assert handled in second.log()
 
@@ -206,7 +207,7 @@ def test_helm_install_serves_the_operator_and_uninstall_keeps_the_crds(
             wait_for("liveness", replica.alive)
             create_host(kubeconfig, "node-a")
             assert wait_for("Ready", lambda: ready_reason(kubeconfig, "node-a")) == (
-                "NotImplemented"
+                "NonResponsive"
             )
         finally:
             assert replica.stop() == 0
@@ -214,4 +215,4 @@ def test_helm_install_serves_the_operator_and_uninstall_keeps_the_crds(
         cfg.uninstall("heo")
     assert kubectl(kubeconfig, "get", "deployment", "-n", namespace, "-o", "name").strip() == ""
     assert set(kubectl(kubeconfig, "get", "crd", "-o", "name").split()) == crds_before
-    assert ready_reason(kubeconfig, "node-a") == "NotImplemented"  # the Host survived too
+    assert ready_reason(kubeconfig, "node-a") == "NonResponsive"  # the Host survived too
