@@ -16,7 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import HOSTS, Cluster, LabCluster, conditions, field, wait_for
+from harness import (
+    HOSTS,
+    ROOT,
+    Cluster,
+    LabCluster,
+    conditions,
+    field,
+    wait_for,
+    yaml_documents,
+)
 from hosted_engine.adapters.kube import Resource
 from hosted_engine.lab.sim.timings import LabTimings
 
@@ -573,3 +582,30 @@ def test_removal_is_held_until_maintenance(cluster: Cluster) -> None:
     labels = node(cluster, "node-3")["metadata"].get("labels") or {}
     assert ENGINE_LABEL not in labels
     assert not node(cluster, "node-3")["spec"].get("unschedulable")
+
+
+# --------------------------------------------------------------------------------------------
+# the lab's example Hosts
+
+
+def test_the_lab_example_hosts_reach_their_bmcs(cluster: Cluster) -> None:
+    """examples/lab/hosts.yaml with the ports the lab picked (as `hosted-engine demo` does)."""
+    path = ROOT / "examples" / "lab" / "hosts.yaml"
+    docs = [d for d in yaml_documents([path]) if d.get("kind") == "Host"]
+    assert [d["metadata"]["name"] for d in docs] == ["node-1", "node-2", "node-3"]
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        pm = doc["spec"]["powerManagement"]
+        live = (redfish if pm["type"] == "redfish" else ipmi)(cluster, name)
+        pm["address"], pm["port"] = live["address"], live["port"]
+        cluster.create(HOSTS, doc)
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        cond = cluster.wait_condition(HOSTS, name, "PowerManagementReady", status="True")
+        assert cond["reason"] == "BmcAnswered"
+        cluster.wait_field(HOSTS, name, "status.hostedEngine.deployed", True)
+        assert node(cluster, name)["metadata"]["labels"][ENGINE_LABEL] == "true"
+    assert {host(cluster, d["metadata"]["name"])["spec"]["powerManagement"]["type"]
+            for d in docs} == {"redfish", "ipmi"}
+    assert sorted(host(cluster, d["metadata"]["name"])["status"]["hostedEngine"]["hostID"]
+                  for d in docs) == [1, 2, 3]

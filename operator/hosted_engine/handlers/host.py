@@ -223,6 +223,9 @@ class HostReconciler:
         #: host -> fingerprint of the powerManagement spec last checked with the BMC
         self._pm_checked: dict[str, str] = {}
         self._actions_running: set[str] = set()
+        #: hosted-engine host ids given out (status writes lag behind parallel reconciles)
+        self._host_ids: dict[str, int] = {}
+        self._ids_lock = threading.Lock()
 
     # -- the cache (called from kopf's event loop) -------------------------------------------
 
@@ -651,15 +654,32 @@ class HostReconciler:
                 if get_condition(status.conditions, "UndeployBlocked") is not None:
                     cond("UndeployBlocked", False, "EngineMoved")
         deployed = want and labelled
-        host_id = current.host_id if deployed else None
-        if deployed and host_id is None:
-            used = {
-                (status_of(h).get("hostedEngine") or {}).get("hostID")
-                for n, h in world.hosts.items() if n != name
-            }
-            host_id = next(i for i in range(1, len(used) + 2) if i not in used)
+        host_id = self._host_id(name, current.host_id, world) if deployed else None
+        if not deployed:
+            with self._ids_lock:
+                self._host_ids.pop(name, None)
         return current.model_copy(update={
             "deployed": deployed, "host_id": host_id, "engine_running": bool(engines)})
+
+    def _host_id(self, name: str, current: int | None, world: hm.World) -> int:
+        """The Host's oVirt-style id in the engine's host table: kept once given, else the
+        smallest one no other Host holds or was just given (reconciles run in parallel)."""
+        with self._ids_lock:
+            taken = {n: i for n, i in self._host_ids.items() if n != name}
+            for other, body in world.hosts.items():
+                value = (status_of(body).get("hostedEngine") or {}).get("hostID")
+                if other != name and isinstance(value, int) and other not in taken:
+                    taken[other] = value
+            used = set(taken.values())
+            if current is not None and current not in used:
+                chosen = current
+            else:
+                chosen = self._host_ids.get(name) or next(
+                    i for i in range(1, len(used) + 2) if i not in used)
+                if chosen in used:
+                    chosen = next(i for i in range(1, len(used) + 2) if i not in used)
+            self._host_ids[name] = chosen
+            return chosen
 
     def _move_engine(self, host: Host, body: Mapping[str, Any], world: hm.World,
                      vmi: Mapping[str, Any], cond: Any) -> None:
