@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from hosted_engine.adapters import kube
+from hosted_engine.adapters import kube, metrics
 from hosted_engine.cli.main import CliError
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers.startup import PEERING_NAME
@@ -55,6 +55,8 @@ class RunOptions:
     peering: str
     priority: int
     verbose: bool
+    metrics_port: int | None = None
+    log_format: str = "text"
 
     @property
     def clusterwide(self) -> bool:
@@ -144,7 +146,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="peering priority (default: older replicas first, random among equals)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: $HE_METRICS_PORT, "
+        "else off)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text (default) or as one JSON object per line",
+    )
     parser.set_defaults(func=run_command)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}")
+    return port
 
 
 def default_priority(started: datetime) -> int:
@@ -170,6 +195,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         peering=args.peering,
         priority=priority,
         verbose=bool(args.verbose),
+        metrics_port=getattr(args, "metrics_port", None),
+        log_format=getattr(args, "log_format", "text") or "text",
     )
 
 
@@ -184,6 +211,8 @@ def prepare(options: RunOptions) -> None:
         kube.configure(options.kubeconfig, options.context)
     except kube.ConfigError as exc:
         raise CliError(str(exc), code=2) from None
+    if options.metrics_port is not None:
+        os.environ[metrics.PORT_ENV] = str(options.metrics_port)
     importlib.import_module(HANDLERS_MODULE)
 
 
@@ -192,6 +221,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     prepare(options)
-    kopf.configure(verbose=options.verbose)
+    log_format = kopf.LogFormat.JSON if options.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=options.verbose, log_format=log_format)
     kopf.run(**options.kopf_kwargs())
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Final
 import kopf
 
 from hosted_engine import API_GROUP, FINALIZER, MANAGED_BY_VALUE
-from hosted_engine.adapters import kube
+from hosted_engine.adapters import kube, metrics
 from hosted_engine.clock import get_clock
 
 __all__ = [
@@ -83,6 +83,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> kopf.OperatorSettings
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_settings(settings)
     memo["kube"] = kube.Kube()
+    metrics.serve_from_env()  # HE_METRICS_PORT (hosted-engine run --metrics-port)
 
 
 @kopf.on.cleanup(id="hosted-engine-cleanup")
@@ -90,6 +91,7 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     client = memo.get("kube")
     if isinstance(client, kube.Kube):
         client.close()
+    metrics.stop_serving()
 
 
 @kopf.on.login(id="hosted-engine-login")
