@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from hosted_engine import API_GROUP, API_VERSION
 from hosted_engine.adapters import engine as adapter
 from hosted_engine.adapters import engine_notify as notify
-from hosted_engine.adapters import engine_probe
+from hosted_engine.adapters import engine_probe, metrics
 from hosted_engine.adapters.kube import KubeError, NotFound
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers.startup import kube_client
@@ -592,6 +592,7 @@ class EngineRunner:
             if patch.get(key) is None:
                 patch[key] = None
         await self.call(self.api.patch_status, self.namespace, self.name, patch)
+        metrics.record_engine_status(self.namespace, self.name, status)
         self.last_status = status
         self.last_write = now
 
@@ -710,9 +711,11 @@ async def engine_daemon(
             try:
                 wait = await runner.step(body, idx)
             except NotFound:
+                metrics.forget_engine(namespace, name)
                 return  # deleted under us
             except (KubeError, OSError) as exc:
                 log.warning("HostedEngine %s/%s: step failed: %s", namespace, name, exc)
+                metrics.record_reconcile_error("HostedEngine")
                 wait = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runner.wake.wait(), timeout=wait)

@@ -55,6 +55,7 @@ import kopf
 from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
+from hosted_engine.adapters import metrics
 from hosted_engine.adapters.jobs import (
     RUN_LABEL,
     JobsKube,
@@ -457,6 +458,7 @@ async def run_rolling(name: str, body: kopf.Body, memo: kopf.Memo,
             outcome = await asyncio.to_thread(reconciler.reconcile, name, snapshot, world)
         except Exception:  # the API went away, a bug: log, back off, try again
             log.exception("rolling %s: reconcile failed", name)
+            metrics.record_reconcile_error("RollingMaintenance")
             await triggers.wait(name, ERROR_BACKOFF)
             continue
         if outcome.done:

@@ -23,6 +23,7 @@ from typing import Any, Final
 import kopf
 
 from hosted_engine import API_GROUP, API_VERSION
+from hosted_engine.adapters import metrics
 from hosted_engine.adapters.storage import Outcome, StorageApi, StorageDomainReconciler
 from hosted_engine.handlers.startup import kube_client
 from hosted_engine.logic.storage import DOMAIN_ANNOTATION
@@ -142,6 +143,7 @@ async def run_domain(
             outcome = await asyncio.to_thread(reconciler.reconcile, name, probe=due)
         except Exception:  # the API went away, a bug: log, back off, try again
             log.exception("storagedomain %s: reconcile failed", name)
+            metrics.record_reconcile_error("StorageDomain")
             await triggers.wait(name, ERROR_BACKOFF)
             continue
         if triggers.learn(name, outcome) or outcome.stale:
