@@ -383,6 +383,16 @@ class HostReconciler:
             new = result.status
             actions = list(result.actions)
 
+        # a host that just fell silent: what does its BMC say? (the HostedEngine reads it)
+        pm = host.spec.power_management
+        if (pm is not None and new.state is lc.HostState.NON_RESPONSIVE
+                and (current is None or current.state is not lc.HostState.NON_RESPONSIVE)
+                and new.fence is None):
+            answer = run_power_action(self.kube, pm, PowerAction.STATUS)
+            power = self._record(host, status.power_management, answer, None, cond, pending,
+                                 keep_last=True)
+            status = status.model_copy(update={"power_management": power})
+
         # 3. the hosted engine's label and host table
         engine = self._hosted_engine(host, body, world, status, cond)
 

@@ -326,6 +326,18 @@ def maintenance_mode(host: Host) -> lc.MaintenanceMode:
     return lc.MaintenanceMode(host.spec.maintenance.mode.value)
 
 
+#: Node conditions that make a Ready node unusable for VMs (NonOperational), True = bad.
+UNUSABLE_CONDITIONS = ("NetworkUnavailable",)
+
+
+def unusable_reason(node: Obj | None) -> str:
+    """Why a Node that may be Ready cannot run VMs ("" when it can): a bad Node condition."""
+    for cond in status_of(node).get("conditions") or []:
+        if cond.get("type") in UNUSABLE_CONDITIONS and cond.get("status") == "True":
+            return str(cond.get("type"))
+    return ""
+
+
 def fence_request(host: Host) -> tuple[str, str] | None:
     """(requester, request id) of the annotation, or None."""
     raw = host.metadata.annotations.get(FENCE_REQUEST_ANNOTATION)
@@ -366,6 +378,7 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
     pm = host.spec.power_management
     power = host.status.power_management
     maintenance = host.spec.maintenance
+    unusable = unusable_reason(node)
     return lc.HostObservation(
         host=name,
         now=now,
@@ -376,6 +389,8 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
             not_ready_since=since if ready is not True else None,
             cordoned=bool(spec_of(node).get("unschedulable")),
             out_of_service_taint=has_taint(node, OUT_OF_SERVICE_TAINT),
+            usable=not unusable,
+            unusable_reason=unusable,
         ),
         power=lc.PowerObservation(
             configured=pm is not None,

@@ -312,3 +312,14 @@ def test_clock_skew_from_a_lease() -> None:
     assert handler.skew_seconds(renew, T0) == 3.0
     lease = {"metadata": {"name": "node-1"}, "spec": {"renewTime": "2026-05-01T12:00:03.000000Z"}}
     assert kv.lease_renew_time(lease) == renew
+
+
+def test_a_ready_node_without_network_is_unusable() -> None:
+    bad = node("node-1")
+    bad["status"]["conditions"].append({"type": "NetworkUnavailable", "status": "True"})
+    w = world(nodes={"node-1": bad, "node-2": node("node-2")})
+    obs = hm.observe(Host.model_validate(host_obj()), w, T0, SETTINGS, None)
+    assert obs.node.ready is True
+    assert (obs.node.usable, obs.node.unusable_reason) == (False, "NetworkUnavailable")
+    step = lc.step(lc.HostStatus(state=lc.HostState.UP, since=T0), obs)
+    assert step.status.state is lc.HostState.NON_OPERATIONAL
