@@ -5,13 +5,16 @@ config keys, check-deployed and check-liveliness, one-line errors."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import CliResult
-from harness import HOSTEDENGINES, Cluster, field
+from harness import HOSTEDENGINES, Cluster, field, wait_for
+from hosted_engine.adapters import metrics
 from hostedengine_lab import NS, he_body, prepare, wait_up
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.lab
 
@@ -33,6 +36,26 @@ def test_engine_commands_on_the_lab(he_cluster: Cluster, run_cli: Run) -> None:
 
     res = run_cli("check-deployed", *conn)
     assert (res.code, res.out.strip()) == (0, "The hosted engine has been deployed")
+
+    # the operator's metrics, scraped over HTTP, agree with the status (the metrics are
+    # recorded just after the status write: wait for them)
+    ident = (("name", "engine"), ("namespace", NS))
+    server = metrics.serve(0, "127.0.0.1")
+
+    def scrape() -> dict[Any, float]:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    try:
+        samples = wait_for("engine_up in the metrics", lambda: (
+            m if (m := scrape()).get(("hosted_engine_engine_up", ident)) == 1 else None))
+    finally:
+        metrics.stop_serving()
+    assert samples[("hosted_engine_engine_state", (*ident, ("state", "EngineUp")))] == 1
+    assert samples[("hosted_engine_host_score", (("host", host), *ident))] == 3400
 
     res = run_cli("vm-status", *conn, "--json")
     assert res.code == 0, res.err
