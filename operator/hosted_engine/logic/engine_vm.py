@@ -638,6 +638,11 @@ def observe(
         heartbeat = world.leases.get(node_name)
         if heartbeat is None and node is not None:
             heartbeat = parse_time((_condition(node, "Ready") or {}).get("lastHeartbeatTime"))
+        checked = parse_time((_status(host).get("powerManagement") or {}).get("checkedAt"))
+        if bmc is ha.PowerState.OFF and heartbeat is not None and (
+            checked is None or heartbeat > checked
+        ):
+            bmc = ha.PowerState.UNKNOWN  # the node spoke after the BMC said Off: stale reading
         free = max(0, node_memory(node) - world.used_memory.get(node_name, 0))
         observed.append(
             ha.HostObservation(

@@ -319,3 +319,16 @@ def test_notification_text_names_the_transition() -> None:
                                                    "a", "why"), T0)
     assert subject.endswith("EngineUp-EngineStop")
     assert "on host a" in body and "why" in body
+
+
+def test_a_bmc_off_reading_older_than_the_heartbeat_is_stale() -> None:
+    """A node powered back on (not through its BMC) renews its lease: the Host's last BMC
+    reading 'Off' no longer makes it a lost host."""
+    off = {"powerManagement": {"powerState": "Off", "checkedAt": iso(T0)}}
+    world = ev.World(hosts=(host("a", **off), host("b", **off)),
+                     nodes={"a": node("a"), "b": node("b")},
+                     leases={"a": T0 + timedelta(seconds=5), "b": T0 - timedelta(seconds=5)})
+    obs, _ = ev.observe(spec(), world, "ns", "e")
+    hosts = {h.name: h for h in obs.hosts}
+    assert hosts["a"].bmc_power is ha.PowerState.UNKNOWN
+    assert hosts["b"].bmc_power is ha.PowerState.OFF
