@@ -609,3 +609,22 @@ def test_the_lab_example_hosts_reach_their_bmcs(cluster: Cluster) -> None:
             for d in docs} == {"redfish", "ipmi"}
     assert sorted(host(cluster, d["metadata"]["name"])["status"]["hostedEngine"]["hostID"]
                   for d in docs) == [1, 2, 3]
+
+
+def test_clock_skew_from_the_node_lease(cluster: Cluster) -> None:
+    """A node whose clock runs 5 s ahead renews its Lease with a renewTime 5 s in the future."""
+    from datetime import UTC, datetime, timedelta
+
+    leases = Resource("coordination.k8s.io", "v1", "leases", namespaced=True)
+    cluster.create(HOSTS, host_body("node-3"))
+    cond = cluster.wait_condition(HOSTS, "node-3", "ClockSkewed", status="False")
+    assert cond["reason"] == "ClockInSync"
+    # the lab's kubelet writes the true time: cut it off, then renew as a skewed node would
+    lab_call(cluster, lambda lab: lab.faults.partition_node("node-3"))
+    ahead = datetime.now(UTC) + timedelta(seconds=5)
+    cluster.patch(leases, "node-3", {"spec": {
+        "renewTime": ahead.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}, "kube-node-lease")
+    cond = cluster.wait_condition(HOSTS, "node-3", "ClockSkewed", status="True")
+    assert cond["reason"] == "ClockSkewDetected"
+    seconds = field(host(cluster, "node-3"), "status.clockSkew.seconds")
+    assert 4.0 < seconds <= 5.0
