@@ -628,3 +628,24 @@ def test_clock_skew_from_the_node_lease(cluster: Cluster) -> None:
     assert cond["reason"] == "ClockSkewDetected"
     seconds = field(host(cluster, "node-3"), "status.clockSkew.seconds")
     assert 4.0 < seconds <= 5.0
+
+
+def test_fence_on_request_of_the_hosted_engine_through_ipmi(cluster: Cluster) -> None:
+    for name in ("node-1", "node-2", "node-3"):
+        cluster.create(HOSTS, host_body(name, powerManagement=ipmi(cluster, name)))
+    cluster.wait_condition(HOSTS, "node-3", "PowerManagementReady", status="True")
+    lab_call(cluster, lambda lab: lab.faults.fail_node("node-3"))
+    wait_state(cluster, "node-3", "NonResponsive")
+    time.sleep(0.5)
+    assert host(cluster, "node-3")["status"]["state"] == "NonResponsive"  # no VMs: no fence
+
+    cluster.patch(HOSTS, "node-3", {"metadata": {"annotations": {
+        "hostedengine.io/fence-request": "hostedengine.engine.he/he-42"}}})
+    h = wait_state(cluster, "node-3", "Fenced")
+    fencing = h["status"]["fencing"]
+    assert (fencing["requestID"], fencing["requestedBy"], fencing["phase"]) == \
+        ("he-42", "hostedengine.engine.he", "Confirmed")
+    assert OUT_OF_SERVICE in taint_keys(cluster, "node-3")
+    assert field(h, "status.powerManagement.lastAction.action") == "off"
+    reasons = wait_event(cluster, "node-3", "FenceRequested", "HostFenced")
+    assert reasons.count("FenceRequested") == 1
