@@ -329,3 +329,13 @@ def test_invalid_spec_is_reported_and_nothing_runs(cluster: Cluster, tmp_path: P
     assert st["runs"][0]["phase"] == "Failed"
     assert "does not exist" in st["runs"][0]["message"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pvc_target_is_reported_unsupported_and_nothing_runs(cluster: Cluster) -> None:
+    cluster.ensure_namespace(NS)
+    cluster.create(BACKUPS, backup_body("claim", {"pvc": {"claimName": "backups"}}))
+    cond = cluster.wait_condition(BACKUPS, "claim", "Ready", status="False", namespace=NS)
+    assert cond["reason"] == "UnsupportedTarget" and "target.pvc" in cond["message"]
+    assert "UnsupportedTarget" in cluster.event_reasons("claim", NS)
+    assert not status(cluster, "claim").get("runs")
+    assert cluster.list(SNAPSHOTS, NS) == []

@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from hashlib import sha256 as hashlib_sha256
+from queue import Empty, Full, Queue
 from typing import Any, Final
 
 import requests
@@ -234,6 +235,45 @@ def iter_export(link: ExportLink, token: str, stop: threading.Event | None = Non
                 os.unlink(ca_file)
 
 
+def prefetch(chunks: Iterator[bytes], depth: int = 8) -> Iterator[bytes]:
+    """Read ``chunks`` in a thread of its own, up to ``depth`` ahead: the HTTPS read (TLS
+    decryption releases the GIL) overlaps with hashing and compression in the caller."""
+    queue: Queue[tuple[bytes | None, BaseException | None]] = Queue(maxsize=depth)
+    done = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not done.is_set():
+                    try:
+                        queue.put((chunk, None), timeout=0.5)
+                        break
+                    except Full:
+                        continue
+                if done.is_set():
+                    return
+            queue.put((None, None))
+        except BaseException as exc:  # handed to the consumer
+            queue.put((None, exc))
+
+    worker = threading.Thread(target=produce, name="backup-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            chunk, error = queue.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        done.set()
+        with contextlib.suppress(Empty):
+            while True:
+                queue.get_nowait()
+        worker.join(timeout=5)
+
+
 def run_prefix(namespace: str, hosted_engine: str, run_id: str) -> str:
     return f"{namespace}/{hosted_engine}/{run_id}"
 
@@ -259,7 +299,7 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
             gz = lb.GzipStream()
 
             def compressed(link: ExportLink = link, gz: lb.GzipStream = gz) -> Iterator[bytes]:
-                for chunk in iter_export(link, token, stop):
+                for chunk in prefetch(iter_export(link, token, stop)):
                     yield from gz.feed(chunk)
                 yield from gz.finish()
 
@@ -417,6 +457,7 @@ __all__ = [
     "definition",
     "import_disk_body",
     "iter_export",
+    "prefetch",
     "run_prefix",
     "upload_run",
     "verify_run",

@@ -24,6 +24,10 @@ Bad input
     the last good status stays. A target that cannot be opened (missing Secret, pvc target) fails
     the run with the reason (never a secret) in ``currentRun.message`` and the Events.
 
+Not supported yet
+    ``target.pvc`` (``Ready=False/UnsupportedTarget``, nothing runs) and
+    ``source.vmSelector`` (said in the ``Ready`` message; only the engine is backed up).
+
 Suspension
     ``spec.suspend`` pauses the schedule (``Suspended=True/SuspendedByUser``). ``maxFailures``
     consecutive failed runs suspend it too (``Suspended=True/MaxFailuresReached``) until the
@@ -80,6 +84,7 @@ log = logging.getLogger(__name__)
 
 PLURAL: Final = "backups"
 ERROR_BACKOFF: Final = 5.0
+UNSUPPORTED_TARGET: Final = "UnsupportedTarget"
 _STATE: Final = "backup-state"
 
 
@@ -206,6 +211,17 @@ class BackupReconciler:
                 self.api.patch_status(namespace, name, {"conditions": _dump_conditions(new)})
                 self.api.event(body, "Warning", Reason.INVALID_SPEC, message)
             return lb.IDLE_POLL
+        if spec.target.pvc is not None:
+            message = ("target.pvc is not supported yet (it needs a Job that mounts the claim): "
+                       "use target.s3 or target.filesystem")
+            old = get_condition(conditions, ConditionType.READY)
+            if old is None or old.reason != UNSUPPORTED_TARGET:
+                new = set_condition(conditions, ConditionType.READY, ConditionStatus.FALSE,
+                                    UNSUPPORTED_TARGET, message, observed_generation=generation,
+                                    now=now)
+                self.api.patch_status(namespace, name, {"conditions": _dump_conditions(new)})
+                self.api.event(body, "Warning", UNSUPPORTED_TARGET, message)
+            return lb.IDLE_POLL
         try:
             status = BackupStatus.model_validate(raw_status)
         except ValidationError:
@@ -234,8 +250,10 @@ class BackupReconciler:
 
     def _write(self, namespace: str, name: str, spec: BackupSpec, status: BackupStatus,
                conditions: list[Condition], generation: int, now: datetime) -> None:
+        note = ("spec.source.vmSelector is not supported yet: only the engine's VM is backed "
+                "up" if spec.source.vm_selector is not None else "")
         conds = set_condition(conditions, ConditionType.READY, ConditionStatus.TRUE,
-                              Reason.RECONCILED, "", observed_generation=generation, now=now)
+                              Reason.RECONCILED, note, observed_generation=generation, now=now)
         if spec.suspend:
             conds = set_condition(conds, ConditionType.SUSPENDED, ConditionStatus.TRUE,
                                   Reason.SUSPENDED_BY_USER, "spec.suspend is true",

@@ -488,11 +488,38 @@ def lift_failure_suspension(status: BackupStatus) -> BackupStatus:
 # Streaming: gzip members, checksums
 
 
+_GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_STORED_MAX: Final = 65535
+
+
+def stored_member(data: bytes) -> bytes:
+    """One gzip member holding ``data`` in deflate *stored* blocks (RFC 1951 §3.2.4): what
+    level 0 writes, built directly (a few memory copies instead of zlib's block loop)."""
+    parts: list[bytes | memoryview] = [_GZIP_HEADER]
+    view = memoryview(data)
+    total = len(data)
+    pos = 0
+    while True:
+        piece = view[pos: pos + _STORED_MAX]
+        size = len(piece)
+        last = pos + size >= total
+        parts.append(bytes((1 if last else 0,)) + size.to_bytes(2, "little")
+                     + (size ^ 0xFFFF).to_bytes(2, "little"))
+        parts.append(piece)
+        pos += size
+        if last:
+            break
+    parts.append(zlib.crc32(data).to_bytes(4, "little")
+                 + (total & 0xFFFFFFFF).to_bytes(4, "little"))
+    return b"".join(parts)
+
+
 class GzipStream:
     """Compress a byte stream into gzip *members*, one per block, each at a level chosen from a
-    sample of the block (incompressible data, such as encrypted or random disks, is stored at
-    level 0 instead of burning CPU for nothing). Multi-member gzip is standard (RFC 1952):
-    ``gunzip``, Go's ``gzip.Reader`` (CDI's importer) and :func:`iter_gunzip` read it.
+    sample of the block: incompressible data (encrypted or random disks) is stored (deflate
+    stored blocks) instead of burning CPU for nothing. Multi-member gzip is standard
+    (RFC 1952): ``gunzip``, Go's ``gzip.Reader`` (CDI's importer) and :func:`iter_gunzip`
+    read it.
 
     Also hashes the raw input and the stored output."""
 
@@ -505,7 +532,8 @@ class GzipStream:
         self.stored_sha = hashlib.sha256()
         self.raw_size = 0
         self.stored_size = 0
-        self._pending = bytearray()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     def _member(self, data: bytes) -> bytes:
         level = self.level
@@ -513,8 +541,11 @@ class GzipStream:
             sample = data[: self.SAMPLE]
             if len(zlib.compress(sample, 1)) > 0.95 * len(sample):
                 level = 0
-        comp = zlib.compressobj(level, zlib.DEFLATED, 31)
-        out = comp.compress(data) + comp.flush()
+        if level == 0:
+            out = stored_member(data)
+        else:
+            comp = zlib.compressobj(level, zlib.DEFLATED, 31)
+            out = comp.compress(data) + comp.flush()
         self.stored_sha.update(out)
         self.stored_size += len(out)
         return out
@@ -522,16 +553,23 @@ class GzipStream:
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         self.raw_sha.update(chunk)
         self.raw_size += len(chunk)
-        self._pending += chunk
-        while len(self._pending) >= self.block:
-            data = bytes(self._pending[: self.block])
-            del self._pending[: self.block]
-            yield self._member(data)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= self.block:
+            data = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
+            pos = 0
+            while len(data) - pos >= self.block:
+                yield self._member(data[pos: pos + self.block])
+                pos += self.block
+            if pos < len(data):
+                rest = data[pos:]
+                self._pending, self._pending_size = [rest], len(rest)
 
     def finish(self) -> Iterator[bytes]:
-        if self._pending or self.raw_size == 0:
-            data = bytes(self._pending)
-            self._pending.clear()
+        if self._pending_size or self.raw_size == 0:
+            data = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
             yield self._member(data)
 
 
