@@ -649,7 +649,7 @@ def cmd_check_liveliness(args: argparse.Namespace) -> int:
         ok, detail = probe_liveliness(
             url,
             str(health.get("expect") or "DB Up"),
-            insecure=bool(health.get("insecureSkipTlsVerify", False)),
+            insecure=bool(health.get("insecureSkipTLSVerify", False)),
             timeout=args.timeout,
         )
         if not ok:
