@@ -119,8 +119,8 @@ def test_keep_leaves_lab_and_operator_running_until_lab_down(tmp_path: Path) -> 
                                                          "KUBECONFIG": str(kubeconfig)},
                              check=False)
         assert got.returncode == 0, got.stderr
-        assert sorted(got.stdout.split()) == ["host.hostedengine.io/node-1",
-                                              "host.hostedengine.io/node-2"]
+        assert {"host.hostedengine.io/node-1", "host.hostedengine.io/node-2"} <= set(
+            got.stdout.split())
         operator_children = _children(watchdog_pid)
         assert operator_children, "the watchdog runs the operator as its child"
         down = subprocess.run([sys.executable, "-m", "hosted_engine", "lab", "down",

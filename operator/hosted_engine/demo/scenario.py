@@ -299,6 +299,11 @@ def step_power_management(ctx: Context) -> None:
                           {"spec": {"powerManagement": bmc_spec(ctx.endpoints, node, kind)}})
         pm = bmc_spec(ctx.endpoints, node, kind)
         ctx.out.info(f"Host {node}: {kind} BMC at {pm['address']}:{pm['port']}")
+    for node in sorted(set(hosts) - set(nodes)):
+        name = str(hosts[node]["metadata"]["name"])
+        ctx.out.note(f"Host {name}: the lab has no node {node} (--hosts {ctx.options.hosts}); "
+                     "deleting it (a Host without its machine would count as a dead host)")
+        ctx.api.delete(HOSTS, name)
     ctx.out.ok(f"{len(nodes)} Hosts have power management")
 
 
@@ -322,15 +327,17 @@ def step_operator(ctx: Context) -> None:
 
 def step_hosts(ctx: Context) -> None:
     timeout = ctx.options.profile.hosts
-    names = sorted(str(h["metadata"]["name"]) for h in ctx.api.list(HOSTS))
+    nodes = {str(n["metadata"]["name"]) for n in ctx.api.list(NODES)}
+    names = sorted(str(h["metadata"]["name"]) for h in ctx.api.list(HOSTS)
+                   if str(get_path(h, "spec.nodeName")) in nodes)
     if not names:
-        raise StepFailed("no Host objects")
+        raise StepFailed("no Host objects for the lab's nodes")
     shown: set[str] = set()
 
     def all_up() -> bool:
         for host in ctx.api.list(HOSTS):
             name = str(host["metadata"]["name"])
-            if name in shown:
+            if name in shown or name not in names:
                 continue
             power = get_path(host, "status.powerManagement.powerState")
             if (get_path(host, "status.state") == "Up" and power == "On"
@@ -349,7 +356,8 @@ def step_hosts(ctx: Context) -> None:
             "state": get_path(h, "status.state"),
             "power": get_path(h, "status.powerManagement.powerState"),
             "PowerManagementReady": conditions(h).get("PowerManagementReady", {}).get("reason")}
-            for h in ctx.api.list(HOSTS) if h["metadata"]["name"] not in shown}
+            for h in ctx.api.list(HOSTS)
+            if h["metadata"]["name"] in names and h["metadata"]["name"] not in shown}
 
     wait_until("every Host Up with its BMC answering", all_up, timeout, describe, ctx=ctx)
 
@@ -493,7 +501,9 @@ def step_failover(ctx: Context) -> None:
         if estate in ENGINE_LOST_STATES:
             mark("engine-lost", f"operator: the engine's host is lost (HostedEngine {estate})")
             mark("detected", f"operator detected it: HostedEngine {estate}")
-        change("fence", phase, f"Host {host_name} fencing phase {phase}")
+        fence_msg = get_path(h, "status.fencing.message")
+        change("fence", phase, f"Host {host_name} fencing phase {phase}"
+               f"{f' ({fence_msg})' if fence_msg else ''}")
         power = get_path(h, "status.powerManagement.powerState")
         change("power", power, f"Host {host_name} power state {power} (from its BMC)")
         new_fence = get_path(h, "status.fencing.startedAt") not in (None, fence_before)
