@@ -49,6 +49,7 @@ import kopf
 from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
+from hosted_engine.adapters import metrics
 from hosted_engine.adapters.export import (
     BACKUP_LABEL,
     BACKUPS,
@@ -292,6 +293,7 @@ class BackupReconciler:
         for key in ("currentRun", "nextRunTime", "message"):
             body.setdefault(key, None)
         self.api.patch_status(namespace, name, body)
+        metrics.record_backup_runs(namespace, name, body.get("runs") or [])
 
     def release(self, body: Mapping[str, Any]) -> None:
         """Deletion: take back a maintenance request of this Backup."""
@@ -364,9 +366,11 @@ async def run_backup(name: str, namespace: str | None, memo: kopf.Memo,
                 return
             except (KubeError, StoreError) as exc:
                 log.warning("backup %s: %s", key, exc)
+                metrics.record_reconcile_error("Backup")
                 wait = ERROR_BACKOFF
             except Exception:  # a bug: log, back off, try again
                 log.exception("backup %s: reconcile failed", key)
+                metrics.record_reconcile_error("Backup")
                 wait = ERROR_BACKOFF
             if wait > 0:
                 await triggers.wait(key, wait)
