@@ -289,6 +289,35 @@ def record_migrations(host: str, *, succeeded: int = 0, failed: int = 0) -> None
         MIGRATIONS.labels(host, "failed").inc(failed)
 
 
+_FENCE_RESULTS: Final = frozenset({"Confirmed", "Failed", "Refused"})
+
+
+def record_host_status(host: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """What a Host's status write (wire format, before and after) tells: a fence that reached a
+    result, migrations of its drain that finished, maintenance reached (with its duration)."""
+    fencing = new.get("fencing") or {}
+    phase = fencing.get("phase")
+    old_fencing = old.get("fencing") or {}
+    request_id = fencing.get("requestId")
+    if phase in _FENCE_RESULTS and (
+        old_fencing.get("phase") != phase or old_fencing.get("requestId") != request_id
+    ):
+        record_fence(host, request_id, str(phase))
+    drain = new.get("drain") or {}
+    old_drain = old.get("drain") or {}
+    same_drain = old_drain.get("startedAt") == drain.get("startedAt")
+    for key, result in (("moved", "succeeded"), ("failed", "failed")):
+        before = len(old_drain.get(key) or []) if same_drain else 0
+        after = len(drain.get(key) or [])
+        if after > before:
+            record_migrations(host, **{result: after - before})
+    if new.get("state") == "Maintenance" and old.get("state") != "Maintenance":
+        started = _time(drain.get("startedAt"))
+        finished = _time(drain.get("finishedAt")) or _time(new.get("stateSince"))
+        if started is not None and finished is not None:
+            record_maintenance_done(host, finished - started)
+
+
 # --------------------------------------------------------------------------------------------
 # Backups
 

@@ -80,6 +80,7 @@ import kopf
 from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
+from hosted_engine.adapters import metrics
 from hosted_engine.adapters.host_power import CredentialsProblem, run_power_action
 from hosted_engine.adapters.kube import Kube, KubeError, NotFound
 from hosted_engine.adapters.kubevirt import (
@@ -457,6 +458,7 @@ class HostReconciler:
             updated = self.api.patch_host_status(name, patch)
         except NotFound:
             return
+        metrics.record_host_status(name, old.to_dict(), new.to_dict())
         self.put("hosts", name, updated)
 
     def _invalid(self, body: Mapping[str, Any], message: str) -> None:
@@ -887,6 +889,7 @@ async def run_host(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_:
             outcome = await asyncio.to_thread(reconciler.reconcile, name)
         except Exception:  # the API went away, a bug: log, back off, try again
             log.exception("host %s: reconcile failed", name)
+            metrics.record_reconcile_error("Host")
             await triggers.wait(name, ERROR_BACKOFF)
             continue
         await triggers.wait(name, outcome.wait)
