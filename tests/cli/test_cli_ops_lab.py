@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import CliResult
 from harness import HOSTEDENGINES, HOSTS, Cluster, field, wait_for
+from hosted_engine.adapters import metrics
 from hosted_engine.adapters.kube import hostedengine_resource
 from hostedengine_lab import NS, PVCS, he_body, prepare, wait_up
 
@@ -51,6 +52,11 @@ def test_host_power_maintenance_and_backup(he_cluster: Cluster, run_cli: Run,
     assert res.code == 0, res.err
     assert re.search(rf"Host {engine_host}: \w+, migrations 1/1", res.out), res.out
     assert res.out.strip().endswith(f"Host {engine_host} is Maintenance")
+    # the Host handler's metrics: the engine's migration and the time to reach Maintenance
+    wait_for("the drain in the metrics", lambda: metrics.REGISTRY.get_sample_value(
+        "hosted_engine_maintenance_duration_seconds_count", {"host": engine_host}))
+    assert (metrics.REGISTRY.get_sample_value(
+        "hosted_engine_migrations_total", {"host": engine_host, "result": "succeeded"}) or 0) >= 1
     wait_for("the engine off the host in maintenance", lambda: field(
         he_cluster.get(HOSTEDENGINES, "engine", NS), "status.host") not in (None, engine_host))
     res = run_cli("set-maintenance", "--mode=none", "--host", engine_host, "--wait",
@@ -74,6 +80,13 @@ def test_host_power_maintenance_and_backup(he_cluster: Cluster, run_cli: Run,
     assert match, res.out
     run_id = match.group(1)
     assert (tmp_path / NS / "engine" / run_id).is_dir()
+
+    # the Backup handler's metrics saw the run (recorded right after its status write)
+    labels = {"namespace": NS, "name": "nightly"}
+    wait_for("the run in the metrics", lambda: metrics.REGISTRY.get_sample_value(
+        "hosted_engine_backup_runs_total", {**labels, "result": "Succeeded"}) == 1)
+    size = metrics.REGISTRY.get_sample_value("hosted_engine_backup_size_bytes", labels)
+    assert size is not None and size > 0
 
     res = run_cli("backup", "list", "-n", NS, "--json", *kc)
     rows = json.loads(res.out)

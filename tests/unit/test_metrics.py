@@ -138,3 +138,27 @@ def test_run_options_carry_the_metrics_port_and_log_format() -> None:
     assert (defaults.metrics_port, defaults.log_format) == (None, "text")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--metrics-port", "70000"])
+
+
+def test_host_status_transitions(endpoint: str) -> None:
+    host = "m-node-7"
+    drain = {"startedAt": "2026-01-31T10:00:00Z", "total": 3}
+    metrics.record_host_status(host, {"state": "Up"}, {
+        "state": "PreparingForMaintenance", "drain": {**drain, "moved": [{"n": 1}]}})
+    metrics.record_host_status(host, {
+        "state": "PreparingForMaintenance", "drain": {**drain, "moved": [{"n": 1}]}}, {
+        "state": "Maintenance", "stateSince": "2026-01-31T10:01:30Z",
+        "drain": {**drain, "moved": [{"n": 1}, {"n": 2}], "failed": [{"n": 3}],
+                  "finishedAt": "2026-01-31T10:01:30Z"}})
+    fence = {"requestId": "r1", "phase": "Confirmed"}
+    metrics.record_host_status(host, {"fencing": {"requestId": "r1", "phase": "PoweringOff"}},
+                               {"fencing": fence})
+    metrics.record_host_status(host, {"fencing": fence}, {"fencing": fence})  # unchanged
+    metrics.record_host_status(host, {"fencing": fence},
+                               {"fencing": {"requestId": "r2", "phase": "Failed"}})
+    s = scrape(endpoint)
+    assert value(s, "hosted_engine_migrations_total", host=host, result="succeeded") == 2
+    assert value(s, "hosted_engine_migrations_total", host=host, result="failed") == 1
+    assert value(s, "hosted_engine_maintenance_duration_seconds_sum", host=host) == 90
+    assert value(s, "hosted_engine_fence_actions_total", host=host, result="Confirmed") == 1
+    assert value(s, "hosted_engine_fence_actions_total", host=host, result="Failed") == 1
