@@ -314,6 +314,8 @@ def test_restart_in_the_middle_of_a_run_resumes_it_once_without_orphans(
     assert (run["id"], run["phase"]) == (run_id, "Succeeded")
     verify_run(lambda key: (tmp_path / key).read_bytes(), f"{NS}/{ENGINE}/{run_id}", disk_sha)
     assert [p.name for p in (tmp_path / NS / ENGINE).iterdir()] == [run_id]
+    assert sorted(p.name for p in (tmp_path / NS / ENGINE / run_id).iterdir()) == [
+        "disk.img.gz", "hostedengine.yaml", "manifest.json", "virtualmachine.yaml"]
     wait_for("no orphan snapshot or export", lambda: no_children(cluster))
     assert cluster.event_reasons("resume", NS).count("BackupStarted") == 1
 
@@ -339,3 +341,24 @@ def test_a_pvc_target_is_reported_unsupported_and_nothing_runs(cluster: Cluster)
     assert "UnsupportedTarget" in cluster.event_reasons("claim", NS)
     assert not status(cluster, "claim").get("runs")
     assert cluster.list(SNAPSHOTS, NS) == []
+
+
+def test_run_now_annotation_runs_once_per_id(cluster: Cluster, tmp_path: Path) -> None:
+    engine_ready(cluster)
+    target = {"filesystem": {"path": str(tmp_path)}}
+    cluster.create(BACKUPS, backup_body("yearly", target, schedule="0 0 1 1 *"))
+    cluster.wait_field(BACKUPS, "yearly", "status.phase", "Scheduled", namespace=NS)
+    assert status(cluster, "yearly")["nextRunTime"].endswith("-01-01T00:00:00Z")
+
+    cluster.patch(BACKUPS, "yearly", {"metadata": {"annotations": {
+        "hostedengine.io/run-now": "first"}}}, NS)
+    st = wait_runs(cluster, "yearly", lambda runs: bool(runs), "the manual run")
+    assert [(r["trigger"], r["phase"]) for r in st["runs"]] == [("Manual", "Succeeded")]
+    assert st["lastRunNowID"] == "first" and st["runs"][0]["id"].endswith("-m")
+    # the same id again: nothing; a new id: one more run
+    cluster.patch(BACKUPS, "yearly", {"metadata": {"labels": {"touched": "yes"}}}, NS)
+    cluster.patch(BACKUPS, "yearly", {"metadata": {"annotations": {
+        "hostedengine.io/run-now": "second"}}}, NS)
+    st = wait_runs(cluster, "yearly", lambda runs: len(runs) == 2, "the second manual run")
+    assert [r["phase"] for r in st["runs"]] == ["Succeeded", "Succeeded"]
+    assert st["lastRunNowID"] == "second" and st["phase"] == "Scheduled"

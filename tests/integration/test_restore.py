@@ -93,6 +93,16 @@ def test_a_corrupted_object_is_detected_and_nothing_is_created(cluster: Cluster,
     assert cluster.list(DATAVOLUMES, NS, label_selector="hostedengine.io/restore") == []
     assert "verifiedAt" not in st
 
+    # the same run found directly on the target (no Backup object): refused the same way
+    body = restore_body("lost", "engine-new")
+    body["spec"]["source"] = {"location": {"target": s3_target(s3),
+                                           "run": f"{NS}/{ENGINE}/{run['id']}"}}
+    cluster.create(RESTORES, body)
+    st = finished(cluster, "lost")
+    assert st["phase"] == "Failed" and st["run"] == run["id"]
+    assert [m["object"] for m in st["mismatches"]] == ["disk.img.gz"]
+    assert cluster.get(HOSTEDENGINES, "engine-new", NS) is None
+
     # a tampered manifest is caught too (its checksum is in the Backup's status)
     mkey = f"lab/{NS}/{ENGINE}/{run['id']}/manifest.json"
     manifest = json.loads(s3.get(mkey))

@@ -293,6 +293,7 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
         if not links:
             return lb.UploadResult(ok=False, error="the export lists no volume")
         token = api.export_token(namespace, export)
+        store.abort_incomplete(prefix)  # a resumed run: what the interrupted upload left
         objects: list[lb.StoredObject] = []
         for index, link in enumerate(links):
             name = lb.DISK if index == 0 else f"disk-{link.volume}.img.gz"

@@ -59,6 +59,8 @@ class ObjectStore(Protocol):
 
     def delete_prefix(self, prefix: str) -> int: ...
 
+    def abort_incomplete(self, prefix: str) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -183,12 +185,19 @@ class S3Store:
                     self.client.delete_objects(Bucket=self.target.bucket,
                                                Delete={"Objects": keys, "Quiet": True})
                     removed += len(keys)
-            # abandoned multipart uploads of the prefix (an interrupted run)
+        return removed + self.abort_incomplete(prefix)
+
+    def abort_incomplete(self, prefix: str) -> int:
+        """Abort the multipart uploads left under ``prefix`` by an interrupted run."""
+        full = self._key(prefix).rstrip("/") + "/"
+        aborted = 0
+        with self._errors(f"abort uploads under {self.location(prefix)}"):
             uploads = self.client.list_multipart_uploads(Bucket=self.target.bucket, Prefix=full)
             for upload in uploads.get("Uploads") or []:
                 self.client.abort_multipart_upload(Bucket=self.target.bucket,
                                                    Key=upload["Key"], UploadId=upload["UploadId"])
-        return removed
+                aborted += 1
+        return aborted
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -260,6 +269,17 @@ class FilesystemStore:
                     removed += 1
         with contextlib.suppress(OSError):
             root.rmdir()
+        return removed
+
+    def abort_incomplete(self, prefix: str) -> int:
+        """Remove the temporary files an interrupted run left under ``prefix``."""
+        root = self._path(prefix)
+        removed = 0
+        if root.is_dir():
+            for path in root.glob(".*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
         return removed
 
     def close(self) -> None:

@@ -298,7 +298,13 @@ def _first_step(spec: BackupSpec) -> RunStep:
 def start_run(spec: BackupSpec, status: BackupStatus, obs: Observed, now: datetime,
               trigger: RunTrigger, slot: datetime) -> BackupStatus:
     run_id = run_id_for(slot if trigger != RunTrigger.MANUAL else now, trigger)
-    if any(r.id == run_id for r in status.runs):  # a slot already run: never twice
+    taken = {r.id for r in status.runs}
+    if trigger == RunTrigger.MANUAL:  # a new run-now id is a new run, even in the same second
+        base, n = run_id, 1
+        while run_id in taken:
+            n += 1
+            run_id = f"{base}{n}"
+    elif run_id in taken:  # a slot already run: never twice
         return status
     name = child_name(obs.name, run_id)
     run = BackupRun(

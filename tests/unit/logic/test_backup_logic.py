@@ -323,3 +323,13 @@ def test_missing_hosts_and_the_restored_spec() -> None:
     assert out["vm"]["network"]["fqdn"] == "engine.example"
     assert out["hosts"]["names"] == ["a"]
     assert he["spec"]["vm"]["image"]["containerDisk"] == {"image": "x"}  # input untouched
+
+
+def test_two_manual_runs_in_the_same_second_are_two_runs() -> None:
+    s = spec(schedule="0 0 1 1 *")
+    first, _ = drive(s, lb.advance(s, BackupStatus(), obs(run_now_id="a"), T0).status, T0)
+    assert [r.id for r in first.runs] == ["20260328-235958-m"]
+    plan = lb.advance(s, first, obs(run_now_id="b"), T0)
+    assert plan.status.current_run is not None
+    assert plan.status.current_run.id == "20260328-235958-m2"
+    assert plan.status.last_run_now_id == "b"
