@@ -545,7 +545,8 @@ def step_failover(ctx: Context) -> None:
     if record:
         ctx.out.info("the operator's own record (status.lastFailover): "
                      + failover_record_text(record))
-    ctx.out.note(f"node {node} stays off; bring it back with `hosted-engine lab recover-node "
+    he_cmd = _command_name(str(Path(sys.executable).parent / "hosted-engine"))
+    ctx.out.note(f"node {node} stays off; bring it back with `{he_cmd} lab recover-node "
                  f"{node} --kubeconfig {ctx.options.kubeconfig}`")
 
 
