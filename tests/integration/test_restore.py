@@ -4,11 +4,20 @@ gives a new, working engine (same FQDN) and reports the hosts it no longer finds
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness import HOSTEDENGINES, STORAGEDOMAINS, Cluster, conditions, field, wait_for
+from harness import (
+    HOSTEDENGINES,
+    STORAGEDOMAINS,
+    Cluster,
+    LabCluster,
+    OperatorThread,
+    conditions,
+    field,
+    wait_for,
+)
 from hosted_engine.adapters.kube import Resource, hostedengine_resource
 from hostedengine_lab import NS, ROOT, SECRETS, fast_spec, wait_up
 from test_backup import (
@@ -176,3 +185,27 @@ def test_restore_refuses_a_backup_without_a_good_run(cluster: Cluster) -> None:
     assert cluster.get(HOSTEDENGINES, "engine-x", NS) is None
     assert conditions(cluster.get(RESTORES, "orphan", NS))["Succeeded"]["reason"] == \
         "RestoreRefused"
+
+
+def test_restart_in_the_middle_of_a_restore_resumes_it(
+        lab_cluster: LabCluster, make_operator: Callable[..., OperatorThread], s3: S3) -> None:
+    first = make_operator()
+    cluster = Cluster(lab_cluster, first)
+    run = backed_up(cluster, s3)
+    cluster.apply_yaml(ROOT / "examples" / "lab" / "storagedomain-data.yaml")
+    cluster.wait_field(STORAGEDOMAINS, "data", "status.state", "Active", timeout=30)
+    cluster.create(RESTORES, restore_body("again", "engine-two", storageDomain="data"))
+    # stop the operator once the disk import has started (verified, nothing else created)
+    wait_for("disk import started", lambda: cluster.list(
+        DATAVOLUMES, NS, label_selector="hostedengine.io/restore=again") or None, timeout=60)
+    first.stop()
+    assert restore_status(cluster, "again")["phase"] == "Restoring"
+
+    cluster = Cluster(lab_cluster, make_operator())
+    st = finished(cluster, "again", timeout=90)
+    assert st["phase"] == "Succeeded" and st["run"] == run["id"]
+    assert len(cluster.list(DATAVOLUMES, NS, label_selector="hostedengine.io/restore")) == 1
+    assert [h["metadata"]["name"] for h in cluster.list(HOSTEDENGINES, NS)] == [
+        "engine", "engine-two"]
+    reasons = cluster.event_reasons("again", NS)
+    assert reasons.count("RestoreVerified") == 1 and reasons.count("RestoreSucceeded") == 1
