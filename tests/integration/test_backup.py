@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from harness import (
     wait_for,
 )
 from hosted_engine.adapters.kube import Resource, hostedengine_resource
+from hosted_engine.lab.apiserver.tls import generate as generate_certificates
 from hosted_engine.lab.kubevirt.diskstream import disk_sha256
 from hostedengine_lab import NS, PVCS, SECRETS, he_body, prepare, wait_up
 from moto.server import ThreadedMotoServer
@@ -54,10 +56,10 @@ EVERY_SECOND = "* * * * * *"
 
 
 class S3:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, verify: str | bool = True) -> None:
         self.endpoint = endpoint
         self.client: Any = boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            "s3", endpoint_url=endpoint, region_name="us-east-1", verify=verify,
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
 
     def keys(self, prefix: str = "") -> list[str]:
@@ -362,3 +364,53 @@ def test_run_now_annotation_runs_once_per_id(cluster: Cluster, tmp_path: Path) -
     st = wait_runs(cluster, "yearly", lambda runs: len(runs) == 2, "the second manual run")
     assert [r["phase"] for r in st["runs"]] == ["Succeeded", "Succeeded"]
     assert st["lastRunNowID"] == "second" and st["phase"] == "Scheduled"
+
+
+@pytest.fixture
+def tls_s3(tmp_path: Path) -> Iterator[tuple[S3, bytes]]:
+    """moto's S3 behind HTTPS with a certificate of a private CA; yields (S3, CA PEM)."""
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    certs = generate_certificates()
+    context = certs.server_context(tmp_path / "tls")
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), True,
+                         request_handler=MotoRequestHandler, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"https://127.0.0.1:{server.server_port}"
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_bytes(certs.ca_pem)
+        store = S3(endpoint, verify=str(ca_file))
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10,
+                      verify=str(ca_file)).raise_for_status()
+        store.client.create_bucket(Bucket=BUCKET)
+        yield store, certs.ca_pem
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_tls_is_verified_against_the_ca_bundle(
+        cluster: Cluster, tls_s3: tuple[S3, bytes]) -> None:
+    s3, ca_pem = tls_s3
+    disk_sha = engine_ready(cluster)
+    s3_secret(cluster)
+    # without the CA bundle the endpoint's certificate is not trusted: the run fails
+    cluster.create(BACKUPS, backup_body("untrusted", s3_target(s3, prefix="untrusted")))
+    st = wait_runs(cluster, "untrusted", lambda runs: bool(runs), "the untrusted run")
+    assert st["runs"][0]["phase"] == "Failed"
+    assert "SSL" in st["runs"][0]["message"] or "certificate" in st["runs"][0]["message"]
+    assert s3.keys("untrusted") == []
+    # with it, the same endpoint works
+    cluster.create(SECRETS, {"apiVersion": "v1", "kind": "Secret",
+                             "metadata": {"name": "s3-ca", "namespace": NS},
+                             "data": {"ca.crt": base64.b64encode(ca_pem).decode()}})
+    target = s3_target(s3, prefix="trusted")
+    target["s3"]["caBundleSecretRef"] = {"name": "s3-ca", "key": "ca.crt"}
+    cluster.create(BACKUPS, backup_body("trusted", target))
+    st = wait_runs(cluster, "trusted", lambda runs: bool(runs), "the trusted run")
+    run = st["runs"][0]
+    assert run["phase"] == "Succeeded", run
+    verify_run(s3.get, f"trusted/{NS}/{ENGINE}/{run['id']}", disk_sha, run["manifestSha256"])
