@@ -6,10 +6,11 @@ to the host's Node, and what a finished Job says (exit code, last log lines).
   tolerations for the unschedulable taint and the rolling steer taint (with ``nodeName`` the
   scheduler is bypassed; the tolerations keep it explicit), ``restartPolicy: Never``, a
   dedicated service account without a token, the "restricted" Pod Security level (non-root,
-  no privilege escalation, no capabilities, RuntimeDefault seccomp), no TTL (the Job is kept until its result is
-  recorded; it goes with its owner). The command is either the hook's ``command`` or
-  ``/bin/sh /hooks/<key>`` with the ConfigMap mounted read-only at ``/hooks``; the run's
-  payload is appended to it either way (CloudStack appends its payload to every stage script).
+  no privilege escalation, no capabilities, RuntimeDefault seccomp), no TTL (the Job is kept
+  until its result is recorded; it goes with its owner). The command is either the hook's
+  ``command`` or ``/bin/sh /hooks/<key>`` with the ConfigMap mounted read-only at ``/hooks``;
+  the run's payload is appended to it either way (CloudStack appends its payload to every
+  stage script).
 - :class:`JobsKube` creates (idempotent: deterministic names), deletes, and reads a finished
   Job's pod for the exit code and the tail of its log (``pods/log?tailLines=``).
 - :func:`job_outcome` (pure) turns a Job and its pod into (state, exit code).
