@@ -79,6 +79,9 @@ def test_engine_commands_on_the_lab(he_cluster: Cluster, run_cli: Run) -> None:
     res = run_cli("check-liveliness", *conn)
     assert (res.code, res.out.strip()) == (0, "Hosted Engine is up!")
 
+    res = run_cli("vm-status", *conn, "--watch", "--count", "2", "--interval", "0.1")
+    assert res.code == 0 and res.out.count("--== HostedEngine engine/engine ==--") == 2
+
     # a stop outside global maintenance is refused by the CLI, spec untouched
     res = run_cli("vm-shutdown", *conn)
     assert res.code == 1 and "not in global maintenance" in res.err
