@@ -86,7 +86,8 @@ async def test_ten_migrations_queue_under_five_per_cluster_and_two_per_node(
     make_kvlab: LabFactory,
 ) -> None:
     # Real-size API timeouts (150 s) so that nothing times out while the network is stalled.
-    kvlab = await make_kvlab(hosts=4, extra={"kubevirt_api_seconds": 1.0})
+    kvlab = await make_kvlab(hosts=4, extra={"kubevirt_api_seconds": 1.0,
+                                             "migration_unschedulable_timeout": 60.0})
     layout = {"node-1": 4, "node-2": 4, "node-3": 2}
     for node in ("node-1", "node-2", "node-3", "node-4"):
         await _cordon(kvlab, node, True)
@@ -110,7 +111,7 @@ async def test_ten_migrations_queue_under_five_per_cluster_and_two_per_node(
 
     async def admitted() -> bool:
         phases = [(m.get("status") or {}).get("phase") for m in await _vmims(kvlab)]
-        return phases.count("Running") == 5
+        return phases.count("Running") == 5 and phases.count("Pending") == 5
 
     await kvlab.wait(admitted)
     await kvlab.lab.settle(5)

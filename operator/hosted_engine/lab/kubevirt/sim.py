@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -738,7 +739,7 @@ class KubeVirtSim:
             **(added_selector or {}),
             SCHEDULABLE_LABEL: "true",
         }
-        affinity = _deep_copy(spec.get("affinity") or {})
+        affinity = copy.deepcopy(spec.get("affinity") or {})
         if avoid_node:
             not_source = {"key": "kubernetes.io/hostname", "operator": "NotIn",
                           "values": [avoid_node]}
@@ -1344,11 +1345,3 @@ class _CountingApi:
 
 def _key(obj: Obj) -> str:
     return f"{ns_of(obj)}/{name_of(obj)}"
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

@@ -25,9 +25,14 @@ from hosted_engine.lab.kubevirt import APP_LABEL, DOMAIN_ANNOTATION
 from hosted_engine.lab.kubevirt import decisions as d
 from hosted_engine.lab.kubevirt.resources import VMIMS, VMIS, VMS, phase
 from hosted_engine.lab.kubevirt.sim import KubeVirtSim, SubresourceError
-from hosted_engine.lab.sim.api import PODS, Obj, meta, name_of, ns_of
+from hosted_engine.lab.sim.api import PODS, Obj, condition, meta, name_of, ns_of
 
 VM_VERBS = ("start", "stop", "restart", "migrate")
+
+
+def condition_status(obj: Obj, ctype: str) -> str | None:
+    cond = condition(obj, ctype)
+    return None if cond is None else str(cond.get("status"))
 
 
 def _rv(obj: Obj) -> str:
@@ -134,10 +139,8 @@ class VirtApi:
         if phase(vmi) != "Running":
             raise SubresourceError(422, f"Cannot migrate VMI in phase {phase(vmi) or 'Pending'}"
                                         f": VMI {vmi_name} is not running")
-        migratable = condition_status(vmi, "LiveMigratable")
-        if migratable == "False":
-            cond = next(c for c in vmi["status"]["conditions"]
-                        if c.get("type") == "LiveMigratable")
+        cond = condition(vmi, "LiveMigratable")
+        if cond is not None and cond.get("status") == "False":
             raise SubresourceError(
                 422, f"Cannot migrate VMI, Reason: {cond.get('reason')}, "
                      f"Message: {cond.get('message')}")
@@ -181,10 +184,3 @@ class VirtApi:
                                  namespace, subresource="status")
         raise SubresourceError(
             429, f'Eviction triggered evacuation of VMI "{namespace}/{vmi_name}"')
-
-
-def condition_status(obj: Obj, ctype: str) -> str | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return str(cond.get("status"))
-    return None
