@@ -34,6 +34,7 @@ from hosted_engine.adapters.kube import (
     hostedengine_resource,
 )
 from hosted_engine.models.base import parse_quantity
+from hosted_engine.models.host import HOSTED_ENGINE_NODE_LABEL
 
 NODES: Final = Resource("", "v1", "nodes", namespaced=False)
 PODS: Final = Resource("", "v1", "pods", namespaced=True)
@@ -49,7 +50,7 @@ HOSTS: Final = hostedengine_resource("hosts", namespaced=False)
 NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
 OUT_OF_SERVICE_TAINT: Final = "node.kubernetes.io/out-of-service"
 #: Node label of a Host deployed for the hosted engine (docs/decisions/0003).
-ENGINE_HOST_LABEL: Final = f"{API_GROUP}/engine-host"
+ENGINE_HOST_LABEL: Final = HOSTED_ENGINE_NODE_LABEL
 #: Label KubeVirt puts on a scheduled VMI: its node.
 VMI_NODE_LABEL: Final = "kubevirt.io/nodeName"
 #: Label on the migrations a Host's drain creates: the Host's name.
