@@ -117,3 +117,23 @@ async def test_export_served_over_https_with_token_and_checksum() -> None:
                 await _get(session, url)
     finally:
         await server.stop()
+
+
+async def test_stopping_a_hung_guest_ends_its_requests_without_blocking_the_loop() -> None:
+    guest = GuestService("ns/engine", "engine", "127.77.202.2", 18080, "node-1")
+    await guest.start()
+    guest.hang()
+    async with aiohttp.ClientSession() as session:
+        pending = asyncio.ensure_future(_get(session, guest.url + ENGINE_HEALTH_PATH, 5.0))
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+        await asyncio.wait_for(guest.stop(), 2.0)
+        ticks = 0
+        for _ in range(5):  # the loop still turns
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 5
+        with pytest.raises((aiohttp.ClientError, asyncio.TimeoutError)):
+            status, _ = await asyncio.wait_for(pending, 3.0)
+            assert status != 200
+            raise aiohttp.ClientError("answered only with an error")

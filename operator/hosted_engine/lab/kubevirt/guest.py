@@ -96,6 +96,7 @@ class GuestService:
     _healthy_at: float = field(default=0.0, repr=False)
     _healed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     hung: bool = False
+    _stopped: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self._healed.set()
@@ -115,6 +116,7 @@ class GuestService:
     async def start(self) -> None:
         if self._runner is not None:
             return
+        self._stopped = False
         app = web.Application()
         app.router.add_get(ENGINE_HEALTH_PATH, self._health)
         app.router.add_get("/lab/guest", self._describe)
@@ -133,7 +135,8 @@ class GuestService:
     async def stop(self) -> None:
         """The guest is gone: the address refuses connections; hung requests are cut."""
         runner, self._runner = self._runner, None
-        self._healed.set()
+        self._stopped = True
+        self._healed.set()  # wake hung requests: they end with the server
         if runner is not None:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
@@ -147,8 +150,10 @@ class GuestService:
         self._healed.set()
 
     async def _wait_if_hung(self) -> None:
-        while self.hung:
-            await self._healed.wait()
+        while self.hung and not self._stopped:
+            await self._healed.wait()  # cleared while hung: this suspends
+        if self._stopped:
+            raise web.HTTPServiceUnavailable()
 
     async def _health(self, request: web.Request) -> web.Response:
         await self._wait_if_hung()
