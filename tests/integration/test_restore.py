@@ -4,6 +4,7 @@ gives a new, working engine (same FQDN) and reports the hosts it no longer finds
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -129,7 +130,8 @@ def test_a_corrupted_object_is_detected_and_nothing_is_created(cluster: Cluster,
 
 
 def test_restore_of_a_working_engine_gives_a_new_engine_and_reports_missing_hosts(
-        cluster: Cluster, s3: S3) -> None:
+        cluster: Cluster, s3: S3, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     spec = fast_spec()
     spec["hosts"] = {"names": ["node-1", "node-2", "node-3", "node-9"]}  # node-9 is retired
     run = backed_up(cluster, s3, spec)
@@ -172,7 +174,7 @@ def test_restore_of_a_working_engine_gives_a_new_engine_and_reports_missing_host
     # the copied S3 keys never show in status or Events
     text = json.dumps(cluster.get(RESTORES, "back", NS)) + json.dumps(
         cluster.events_for("back", NS))
-    assert SECRET_KEY not in text
+    assert SECRET_KEY not in text and SECRET_KEY not in caplog.text
     assert cluster.get(SECRETS, "engine-restored-restored-disk", NS) is not None
     assert status(cluster, "before")["lastSuccessfulRun"] == run["id"]
 
