@@ -7,6 +7,7 @@ hostedengine_lab.fast_spec). Every wait polls for the expected state.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -32,6 +33,7 @@ from hostedengine_lab import (
     VMS,
     engine_vmi,
     event_reasons,
+    fast_spec,
     he,
     he_body,
     lab_call,
@@ -168,3 +170,33 @@ def test_stop_outside_global_maintenance_is_refused_and_bad_input_keeps_the_last
     assert "InvalidSpec" in event_reasons(cluster)
     assert he(cluster)["status"]["state"] == "EngineUp"
     assert engine_vmi(cluster)["metadata"]["uid"] == uid
+
+
+def test_engine_that_never_gets_healthy_ends_degraded_until_a_manual_reset(
+        cluster: Cluster) -> None:
+    prepare(cluster)
+    spec = fast_spec()
+    spec["health"]["startupGrace"] = "3s"
+    spec["failover"]["startRetries"] = {"limit": 2, "initialBackoff": "1s", "maxBackoff": "2s"}
+    spec["sparesCount"] = 5
+    # the lab's engine on a "broken" image answers DB Down for ever
+    cluster.create(HOSTEDENGINES, he_body(
+        spec, annotations={"lab.hostedengine.io/guest-image": "engine-broken"}))
+    obj = wait_state(cluster, "Degraded", timeout=60)
+    cond = conditions(obj)["Degraded"]
+    assert cond["status"] == "True" and cond["reason"] == "GaveUp"
+    assert "2 consecutive failures" in cond["message"]
+    assert obj["status"]["ha"]["attempts"] == 2
+    spares = conditions(obj)["SparesSatisfied"]
+    assert spares["status"] == "False" and "of 5 required" in spares["message"]
+    assert obj["status"]["spares"]["required"] == 5
+    time.sleep(2.5)  # longer than the backoff: still no automatic start
+    assert he(cluster)["status"]["state"] == "Degraded"
+    assert he(cluster)["status"]["ha"]["attempts"] == 2
+
+    # a manual reset (spec.resetSeq) tries again from zero
+    cluster.patch(HOSTEDENGINES, NAME, {"spec": {"resetSeq": 1}}, NS)
+    wait_for("a new attempt after the reset",
+             lambda: (he(cluster)["status"]["ha"].get("resetSeq") == 1
+                      and he(cluster)["status"]["state"] != "Degraded"), timeout=30)
+    assert "Degraded" in event_reasons(cluster)
