@@ -191,6 +191,7 @@ class Informer:
         self.objects: dict[tuple[str, str], Obj] = {}
         self.synced = asyncio.Event()
         self.changed = 0
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -200,10 +201,9 @@ class Informer:
             )
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await _cancel(self._task)
             self._task = None
 
     def items(self) -> list[Obj]:
@@ -229,6 +229,8 @@ class Informer:
                     resource_version=rv,
                     allow_bookmarks=True,
                 ):
+                    if self._stopping:
+                        return
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         break
@@ -564,15 +566,10 @@ class Lab:
 
     async def stop(self) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await _cancel(self._loop_task)
             self._loop_task = None
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _cancel(task)
         self._tasks.clear()
         for hook in self._stop_hooks:
             with contextlib.suppress(Exception):
@@ -711,6 +708,17 @@ class Lab:
             return kubelet.follow_log(namespace, pod, container)
         text = kubelet.container_log(namespace, pod, container)
         return text or ""
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it. Cancels again while it runs: ``asyncio.wait_for`` in
+    Python 3.11 can swallow a cancellation that arrives as its inner future completes
+    (python/cpython#86296), which would leave a watch loop running and ``stop`` hanging."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
 
 
 async def _guarded(factory: Callable[[], Awaitable[None]]) -> None:
