@@ -175,7 +175,8 @@ class Triggers:
     async def wait(self, name: str, timeout: float) -> bool:
         event = self.event(name)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
+            async with asyncio.timeout(max(timeout, 0.0)):  # not wait_for: see lab core
+                await event.wait()
         fired = event.is_set()
         event.clear()
         return fired

@@ -555,7 +555,10 @@ class ApiCore:
                         return
                     wait = left if wait is None else min(wait, left)
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), wait)
+                    # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+                    # arrives together with an item, and the watch would never stop.
+                    async with asyncio.timeout(wait):
+                        item = await watcher.queue.get()
                 except TimeoutError:
                     if bookmarks and (deadline is None or loop.time() < deadline):
                         yield self._bookmark(info)
