@@ -1112,6 +1112,10 @@ class KubeVirtSim:
             run.scheduling_since = self.now()
         target: Obj | None = next((p for p in self.world.pods.get(uid_of(vmi), [])
                        if name_of(p) == run.target_pod), None)
+        if target is None and run.target_pod:
+            # The informer may not have seen the pod created a moment ago: ask the API server
+            # before declaring it gone (a stale cache must never fail a migration).
+            target = await self.api.get(PODS, run.target_pod, ns_of(vmi))
         if target is None or d.phase_of(target) in d.FINAL_PHASES or deleting(target):
             await self._fail_migration(vmim, vmi, run, "target pod is gone")
             return
@@ -1202,6 +1206,10 @@ class KubeVirtSim:
                       "endTimestamp": self.stamp()})
         if abort:
             state.update({"abortRequested": True, "abortStatus": "Succeeded"})
+        if vmi is not None:
+            # Read the VMI afresh: the view at hand may predate the migrationState this
+            # migration wrote, and a VMI left with an unfinished state refuses every retry.
+            vmi = await self.api.get(VMIS, name_of(vmi), ns_of(vmi)) or vmi
         if vmi is not None and (status(vmi).get("migrationState") or {}).get(
                 "migrationUid") == uid_of(vmim):
             await self._patch_status(VMIS, vmi, {"migrationState": state})
