@@ -211,6 +211,7 @@ class EngineRunner:
         self.memory: ha.Memory | None = None
         self.spec: HostedEngineSpec | None = None
         self.bad_generation: int | None = None
+        self.spec_problem: str | None = None
         self.last_status: dict[str, Any] | None = None
         self.last_write: datetime | None = None
         self.objects_ready = False
@@ -284,26 +285,32 @@ class EngineRunner:
     # -- spec ------------------------------------------------------------------------------
 
     async def parse_spec(self, body: kopf.Body) -> HostedEngineSpec | None:
+        """The spec as a model; on bad input the last good one (None before the first), with
+        condition SpecValid=False and one Warning Event per generation."""
         generation = body.metadata.get("generation")
         try:
             spec = HostedEngineSpec.model_validate(dict(body.spec))
         except ValidationError as exc:
+            message = describe_validation_error(exc)[:32768]
             if self.bad_generation != generation:
                 self.bad_generation = generation
-                message = describe_validation_error(exc)
+                self.spec_problem = message
                 await self.call(self.api.event, dict(body), "Warning", "InvalidSpec", message)
-                conditions = ev.merge_conditions(
-                    body.status.get("conditions") or [],
-                    (),
-                    generation=generation,
-                    now=self.now(),
-                    extra=[("SpecValid", False, "InvalidSpec", message[:32768])],
-                )
-                await self.call(
-                    self.api.patch_status, self.namespace, self.name, {"conditions": conditions}
-                )
-            return self.spec  # the last good one (None before the first)
+                if self.spec is None:  # nothing else will write status: say it now
+                    conditions = ev.merge_conditions(
+                        body.status.get("conditions") or [],
+                        (),
+                        generation=generation,
+                        now=self.now(),
+                        extra=[("SpecValid", False, "InvalidSpec", message)],
+                    )
+                    await self.call(
+                        self.api.patch_status, self.namespace, self.name,
+                        {"conditions": conditions},
+                    )
+            return self.spec
         self.bad_generation = None
+        self.spec_problem = None
         self.spec = spec
         return spec
 
@@ -550,7 +557,11 @@ class EngineRunner:
         updates += [a for a in decision.actions if isinstance(a, ha.SetCondition)]
         self.pending_conditions = []
         current = (self.last_status or {}).get("conditions") or body.status.get("conditions") or []
-        extra = [("SpecValid", True, "Valid", "")] if self.bad_generation is None else []
+        extra = [
+            ("SpecValid", False, "InvalidSpec", self.spec_problem)
+            if self.spec_problem is not None
+            else ("SpecValid", True, "Valid", "")
+        ]
         conditions = ev.merge_conditions(
             current, updates, generation=generation, now=now, extra=extra
         )
