@@ -729,7 +729,8 @@ async def engine_daemon(
                 metrics.record_reconcile_error("HostedEngine")
                 wait = 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(runner.wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
+                    await runner.wake.wait()
     finally:
         prober.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -28,6 +28,7 @@ from hosted_engine.logic import ha
 from hosted_engine.logic.backoff import Backoff
 from hosted_engine.models.base import parse_quantity
 from hosted_engine.models.conditions import Condition, set_condition
+from hosted_engine.models.host import HOSTED_ENGINE_NODE_LABEL
 from hosted_engine.models.hostedengine import (
     BootProtocol,
     GlobalMaintenanceMode,
@@ -40,7 +41,7 @@ Obj = Mapping[str, Any]
 #: Label on the engine VM and its VMI (the Host's drain moves a VM carrying it first).
 ENGINE_VM_LABEL: Final = f"{API_GROUP}/hostedengine"
 #: Node label of the Hosts deployed for the hosted engine (docs/decisions/0003).
-ENGINE_HOST_LABEL: Final = f"{API_GROUP}/engine-host"
+ENGINE_HOST_LABEL: Final = HOSTED_ENGINE_NODE_LABEL
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
 ROOT_DISK: Final = "root"
 CLOUD_INIT_DISK: Final = "cloudinit"
