@@ -171,6 +171,9 @@ def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
             "most_down": most_at_once(status.get("hosts") or []),
             "hosts_done": sum(1 for h in status.get("hosts") or [] if h["state"] == "Succeeded"),
             "progress": status.get("progress"),
+            "message": status.get("message"),
+            "failed": [(h["host"], h.get("message")) for h in status.get("hosts") or []
+                       if h["state"] == "Failed"],
             "vms_running": len(running(cluster) & vms),
             "vmi_phases": dict(Counter(str((v.get("status") or {}).get("phase"))
                                        for v in cluster.list(VMIS, VM_NS))),
