@@ -299,8 +299,34 @@ class Duration(str):
         return {"type": "string", "pattern": DURATION_PATTERN, "maxLength": 64}
 
 
+class _BoundsAnnotation:
+    """A field annotation checked twice: by the model (``check``) and by CEL rules in the
+    generated schema (``rules``)."""
+
+    def rules(self) -> list[CelRule]:
+        raise NotImplementedError
+
+    def check(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = dict(handler(schema))
+        out["x-kubernetes-validations"] = [
+            *out.get("x-kubernetes-validations", []),
+            *(r.to_schema() for r in self.rules()),
+        ]
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
-class DurationRange:
+class DurationRange(_BoundsAnnotation):
     """Bounds of a :class:`Duration` field, checked by the model and by a CEL rule."""
 
     minimum: str | None = None
@@ -330,21 +356,6 @@ class DurationRange:
         if self.maximum is not None and value.timedelta > parse_duration(self.maximum):
             raise ValueError(f"duration {value} is too long: must be at most {self.maximum}")
         return value
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        out = dict(handler(schema))
-        out["x-kubernetes-validations"] = [
-            *out.get("x-kubernetes-validations", []),
-            *(r.to_schema() for r in self.rules()),
-        ]
-        return out
 
 
 def duration_field(
@@ -485,7 +496,7 @@ def quantity_cel(expr: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class QuantityRange:
+class QuantityRange(_BoundsAnnotation):
     """Bounds of a :class:`Quantity` field, checked by the model and (``cel=True``) by a CEL rule.
 
     The CEL rule needs Kubernetes' quantity library (``quantity()``, ``compareTo``), which plain
@@ -522,21 +533,6 @@ class QuantityRange:
         if self.maximum is not None and value.value > parse_quantity(self.maximum):
             raise ValueError(f"quantity {value} is too large: must be at most {self.maximum}")
         return value
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> CoreSchema:
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(
-        self, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        out = dict(handler(schema))
-        out["x-kubernetes-validations"] = [
-            *out.get("x-kubernetes-validations", []),
-            *(r.to_schema() for r in self.rules()),
-        ]
-        return out
 
 
 # --------------------------------------------------------------------------------------------
