@@ -208,7 +208,10 @@ def test_one_shot_backup_to_s3_is_complete_verified_and_cleaned_up(
     # snapshot, export and its token are gone once the run is over
     wait_for("run's children removed", lambda: no_children(cluster))
     assert cluster.get(SECRETS, f"once-{run['id']}", NS) is None
-    assert {"BackupStarted", "BackupSucceeded"} <= set(cluster.event_reasons("once", NS))
+    assert wait_for(
+        "the expected Events",
+        lambda: {"BackupStarted", "BackupSucceeded"} <= set(cluster.event_reasons("once", NS)),
+        timeout=30)
     assert_no_secret(cluster, "once", caplog)
 
 
@@ -257,7 +260,9 @@ def test_max_failures_suspends_the_schedule_until_the_spec_changes(
     assert "nextRunTime" not in st and "currentRun" not in st
     cond = conditions(cluster.get(BACKUPS, "flaky", NS))["Suspended"]
     assert (cond["status"], cond["reason"]) == ("True", "MaxFailuresReached")
-    assert {"BackupFailed", "BackupSuspended"} <= set(cluster.event_reasons("flaky", NS))
+    # kopf posts Events through a queue, a moment after the status patch: wait for them.
+    assert wait_for("the failure and suspension Events", lambda: {
+        "BackupFailed", "BackupSuspended"} <= set(cluster.event_reasons("flaky", NS)), timeout=30)
     wait_for("failed runs cleaned up", lambda: no_children(cluster))
     assert s3.keys(f"lab/{NS}") == []  # a failed run leaves nothing behind
 
@@ -292,7 +297,10 @@ def test_failover_host_is_put_in_maintenance_for_the_run_and_activated_after(
                                                       "status.state") == "Up", timeout=60)
     annotations = (cluster.get(HOSTS, spare) or {})["metadata"].get("annotations") or {}
     assert "hostedengine.io/maintenance-request" not in annotations
-    assert "FailoverHostInMaintenance" in cluster.event_reasons("with-spare", NS)
+    assert wait_for(
+        "the expected Events",
+        lambda: "FailoverHostInMaintenance" in cluster.event_reasons("with-spare", NS),
+        timeout=30)
 
 
 def test_restart_in_the_middle_of_a_run_resumes_it_once_without_orphans(
@@ -340,7 +348,10 @@ def test_a_pvc_target_is_reported_unsupported_and_nothing_runs(cluster: Cluster)
     cluster.create(BACKUPS, backup_body("claim", {"pvc": {"claimName": "backups"}}))
     cond = cluster.wait_condition(BACKUPS, "claim", "Ready", status="False", namespace=NS)
     assert cond["reason"] == "UnsupportedTarget" and "target.pvc" in cond["message"]
-    assert "UnsupportedTarget" in cluster.event_reasons("claim", NS)
+    assert wait_for(
+        "the expected Events",
+        lambda: "UnsupportedTarget" in cluster.event_reasons("claim", NS),
+        timeout=30)
     assert not status(cluster, "claim").get("runs")
     assert cluster.list(SNAPSHOTS, NS) == []
 

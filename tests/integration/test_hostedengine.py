@@ -123,7 +123,10 @@ def test_crashed_vm_comes_back_up(cluster: Cluster) -> None:
     obj = wait_up(cluster)
     vmi = engine_vmi(cluster)
     assert vmi is not None and vmi["metadata"]["uid"] != first["metadata"]["uid"]
-    assert "EngineUnexpectedlyDown" in event_reasons(cluster)
+    assert wait_for(
+        "the expected Events",
+        lambda: "EngineUnexpectedlyDown" in event_reasons(cluster),
+        timeout=30)
     assert obj["status"]["ha"]["attempts"] >= 1  # a crash is a failure (backoff), not ignored
 
 
@@ -167,7 +170,10 @@ def test_stop_outside_global_maintenance_is_refused_and_bad_input_keeps_the_last
     cond = cluster.wait_condition(HOSTEDENGINES, NAME, "SpecValid", status="False",
                                   namespace=NS)
     assert cond["reason"] == "InvalidSpec" and "gateway" in cond["message"]
-    assert "InvalidSpec" in event_reasons(cluster)
+    assert wait_for(
+        "the expected Events",
+        lambda: "InvalidSpec" in event_reasons(cluster),
+        timeout=30)
     assert he(cluster)["status"]["state"] == "EngineUp"
     assert engine_vmi(cluster)["metadata"]["uid"] == uid
 
@@ -199,4 +205,7 @@ def test_engine_that_never_gets_healthy_ends_degraded_until_a_manual_reset(
     wait_for("a new attempt after the reset",
              lambda: (he(cluster)["status"]["ha"].get("resetSeq") == 1
                       and he(cluster)["status"]["state"] != "Degraded"), timeout=30)
-    assert "Degraded" in event_reasons(cluster)
+    assert wait_for(
+        "the expected Events",
+        lambda: "Degraded" in event_reasons(cluster),
+        timeout=30)

@@ -135,7 +135,10 @@ def test_global_maintenance_hands_off_and_expires(cluster: Cluster) -> None:
     cluster.patch(HOSTEDENGINES, NAME, {"spec": {"running": True}}, NS)
     # expiry: HA takes over again by itself, the engine runs again
     obj = wait_up(cluster, timeout=40)
-    assert "GlobalMaintenanceExpired" in event_reasons(cluster)
+    assert wait_for(
+        "the expected Events",
+        lambda: "GlobalMaintenanceExpired" in event_reasons(cluster),
+        timeout=30)
     assert conditions(obj)["GlobalMaintenance"]["status"] == "False"
     assert cluster.get(VMS, NAME, NS)["spec"]["runStrategy"] == "Always"
 

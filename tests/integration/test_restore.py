@@ -97,7 +97,10 @@ def test_a_corrupted_object_is_detected_and_nothing_is_created(cluster: Cluster,
     assert (conds["Verified"]["status"], conds["Verified"]["reason"]) == \
         ("False", "ChecksumMismatch")
     assert conds["Succeeded"]["status"] == "False"
-    assert "ChecksumMismatch" in cluster.event_reasons("bad", NS)
+    assert wait_for(
+        "the expected Events",
+        lambda: "ChecksumMismatch" in cluster.event_reasons("bad", NS),
+        timeout=30)
     # refused before anything was created
     assert cluster.get(HOSTEDENGINES, "engine-new", NS) is None
     assert cluster.list(DATAVOLUMES, NS, label_selector="hostedengine.io/restore") == []
@@ -154,7 +157,10 @@ def test_restore_of_a_working_engine_gives_a_new_engine_and_reports_missing_host
         {"name": "node-9", "reason": "no such Host in this cluster", "cleaned": True}]
     conds = conditions(cluster.get(RESTORES, "back", NS))
     assert conds["Verified"]["status"] == "True" and conds["Succeeded"]["status"] == "True"
-    assert {"RestoreVerified", "RestoreSucceeded"} <= set(cluster.event_reasons("back", NS))
+    assert wait_for(
+        "the expected Events",
+        lambda: {"RestoreVerified", "RestoreSucceeded"} <= set(cluster.event_reasons("back", NS)),
+        timeout=30)
 
     new = cluster.get(HOSTEDENGINES, "engine-restored", NS)
     assert new is not None

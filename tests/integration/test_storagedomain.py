@@ -151,7 +151,10 @@ def test_nfs_domain_materialises_binds_the_engine_disk_and_probes_the_server(
         # the only data domain is the hosted-engine one: the seed's warning
         sole = cluster.wait_condition(STORAGEDOMAINS, "he-nfs", "SoleDataDomain", status="True")
         assert "redeploy" in sole["message"]
-        assert "OnlyDataDomain" in cluster.event_reasons("he-nfs")
+        assert wait_for(
+            "the expected Events",
+            lambda: "OnlyDataDomain" in cluster.event_reasons("he-nfs"),
+            timeout=30)
 
         pvc = bind_engine_disk(cluster, "he-nfs")
         assert pvc["spec"]["volumeName"] == "sd-he-nfs"
