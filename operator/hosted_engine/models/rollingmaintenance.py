@@ -96,6 +96,34 @@ class ConfigMapScript(SpecModel):
     )
 
 
+class HostRoot(StrEnum):
+    """How the host's root filesystem is mounted at ``/host`` in a hook's container."""
+
+    READ_ONLY = "ReadOnly"
+    READ_WRITE = "ReadWrite"
+
+
+class HostAccess(SpecModel):
+    """What a hook may reach of its host (decision 0004). Everything is off by default: a hook
+    runs as an unprivileged user in its own PID and network namespaces with no host files.
+
+    Privileged hooks need a hooks namespace whose Pod Security level allows them (the
+    operator's own namespace enforces "restricted")."""
+
+    privileged: bool = Field(
+        default=False,
+        description="Run the container privileged, as root, with every capability.",
+    )
+    host_pid: bool = Field(
+        default=False, alias="hostPID", description="Share the host's PID namespace."
+    )
+    host_network: bool = Field(default=False, description="Share the host's network namespace.")
+    host_root: HostRoot | None = Field(
+        default=None,
+        description="Mount the host's root filesystem at /host (ReadOnly or ReadWrite).",
+    )
+
+
 class Hook(SpecModel):
     """A stage's hook: image + command, or a script from a ConfigMap run by ``image``."""
 
@@ -108,6 +136,9 @@ class Hook(SpecModel):
     )
     timeout: Annotated[Duration, DurationRange(minimum="1s", maximum="24h")] | None = Field(
         default=None, description="Overrides stageTimeout for this stage."
+    )
+    host_access: HostAccess | None = Field(
+        default=None, description="Host privileges of this hook (none when absent)."
     )
 
     model_config = ConfigDict(
