@@ -4,6 +4,12 @@ Follows https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/cust
 (sections "Specifying a structural schema", "Field pruning", "Defaulting", "Validation",
 "Validation rules"). CEL ``x-kubernetes-validations`` are evaluated with cel-python; a rule that
 cel-python cannot compile is skipped (the real server would have rejected the CRD instead).
+
+Updates are ratcheted as in Kubernetes >= 1.30 (KEP-4008, CRDValidationRatcheting, on by default
+since beta, GA in 1.33): an error on a value left unchanged by the update (deep-equal to the old
+value at the same path, objects correlated by key) is not reported. The lab therefore does not
+evaluate the checks of an unchanged subtree at all (a status write leaves ``spec`` alone, so its
+CEL rules do not run again); transition rules (``oldSelf``) are not ratcheted and still run.
 """
 
 from __future__ import annotations
@@ -140,6 +146,24 @@ class Schema:
 
     def __init__(self, openapi: dict[str, Any]) -> None:
         self.root = openapi or {}
+        #: id(sub-schema) -> whether it or a sub-schema has a transition rule (``oldSelf``)
+        self._transition: dict[int, bool] = {}
+
+    def _has_transition_rules(self, s: dict[str, Any]) -> bool:
+        """Whether ``s`` or any schema below it has a rule that uses ``oldSelf``."""
+        key = id(s)
+        known = self._transition.get(key)
+        if known is not None:
+            return known
+        self._transition[key] = False  # guards against cycles while computing
+        found = any("oldSelf" in str(r.get("rule", ""))
+                    for r in s.get("x-kubernetes-validations") or [])
+        subs: list[Any] = [*(s.get("properties") or {}).values(), s.get("items"),
+                           s.get("additionalProperties"), *(s.get("allOf") or [])]
+        found = found or any(isinstance(sub, dict) and self._has_transition_rules(sub)
+                             for sub in subs)
+        self._transition[key] = found
+        return found
 
     # -- pruning and defaulting -------------------------------------------------------------
     def prune_and_default(self, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -218,7 +242,16 @@ class Schema:
         return errors
 
     def _check(self, value: Any, s: dict[str, Any], path: str, errors: list[FieldError],
-               old: Any) -> None:
+               old: Any, transition_only: bool = False) -> None:
+        if not transition_only and old is not _MISSING and value == old:
+            # Ratcheting: errors on an unchanged value are not reported; only transition
+            # rules below it still run.
+            if not self._has_transition_rules(s):
+                return
+            transition_only = True
+        if transition_only:
+            self._transition_rules(value, s, path, errors, old)
+            return
         if value is None:
             if not s.get("nullable"):
                 typ = s.get("type", "")
@@ -272,6 +305,25 @@ class Schema:
             errors.append(FieldError(path, "Invalid value", "must not validate the schema "
                                      "(not)", _kind(value)))
         self._rules(value, s, path, errors, old)
+
+    def _transition_rules(self, value: Any, s: dict[str, Any], path: str,
+                          errors: list[FieldError], old: Any) -> None:
+        """The transition rules of an unchanged value (old == value) and below it."""
+        if not self._has_transition_rules(s):
+            return
+        self._rules(value, s, path, errors, old, transition_only=True)
+        for sub in s.get("allOf") or []:
+            self._transition_rules(value, sub, path, errors, old)
+        if isinstance(value, dict) and not s.get("x-kubernetes-int-or-string"):
+            props = s.get("properties") or {}
+            addl = s.get("additionalProperties")
+            for key, sub_value in value.items():
+                sub = props.get(key) if key in props else addl
+                if isinstance(sub, dict):
+                    self._transition_rules(sub_value, sub, f"{path}.{key}", errors,
+                                           old.get(key, _MISSING))
+        # list items are not correlated with old items here (no oldSelf for them), as in
+        # _check_list
 
     def _quiet_ok(self, value: Any, s: dict[str, Any], path: str) -> bool:
         errs: list[FieldError] = []
@@ -350,9 +402,11 @@ class Schema:
 
     @staticmethod
     def _rules(value: Any, s: dict[str, Any], path: str, errors: list[FieldError],
-               old: Any) -> None:
+               old: Any, transition_only: bool = False) -> None:
         for rule in s.get("x-kubernetes-validations") or []:
             expr = rule.get("rule", "")
+            if transition_only and "oldSelf" not in expr:
+                continue
             result = CEL.evaluate(expr, value, None if old is _MISSING else old,
                                   old is not _MISSING)
             if result is False:
