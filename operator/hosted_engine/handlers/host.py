@@ -39,11 +39,16 @@ Fencing: the request interface
     ``engine/hostedengine-1-7``). The request stays active until it is handled:
     ``status.fencing.requestId`` = that id with ``phase`` ``Confirmed`` (powered off, confirmed
     Off, ``node.kubernetes.io/out-of-service`` taint on), or ``Failed`` (attempts exhausted).
-    While the Node is Ready the request waits with ``phase: Refused`` and condition
-    ``FencingBlocked=True/NodeReady`` (a host Kubernetes sees alive is never fenced); other
+    While the Node is Ready and heard from the request waits with ``phase: Refused`` and
+    condition ``FencingBlocked=True/NodeReady`` (a live host is never fenced); other
     blocks are ``NoPowerManagement``, ``FencingDisabled`` and ``ClusterPartitioned`` (storm
-    guard). A new id is a new request; removing the annotation withdraws it. The Host fences on
-    its own a NonResponsive host that runs VMs with runStrategy Always/RerunOnFailure. Only the
+    guard, counting the Hosts whose node Lease is fresh). "Ready" here means Ready AND heard
+    from: a request is accepted for a Node still Ready whose Lease has missed
+    ``HE_HOST_FENCE_MISSED_RENEWALS`` renewals, or whose BMC reports power Off (read after the
+    Lease's last renewal), so a failover does not wait for the node-lifecycle controller's 40 s
+    grace (see :mod:`hosted_engine.logic.host_lifecycle`). A new id is a new request;
+    removing the annotation withdraws it. The Host fences on its own a NonResponsive host that
+    runs VMs with runStrategy Always/RerunOnFailure. Only the
     Host's reconcile fences, one fence at a time per host, every step an Event. When the Node
     is Ready again the taint is removed and the Host returns to Up (or Maintenance);
     ``phase`` becomes ``Released``.
@@ -53,6 +58,13 @@ Removal
     ``DeletionBlocked=True/NotInMaintenance`` + Warning Event; maintenance can still be entered
     while held). From Maintenance, or when its Node does not exist, the Host releases the
     Node: the engine-host label and the out-of-service taint are removed and it is uncordoned.
+
+BMC power poll
+    The power state of a Host deployed for the hosted engine is read from its BMC every
+    ``HE_HOST_POWER_POLL`` seconds (5 s), in a small thread pool of its own so a slow BMC holds
+    no reconcile; a change is written to ``status.powerManagement`` (``powerState``,
+    ``checkedAt``) and wakes the Host and the HostedEngine, which treats a host whose BMC says
+    Off as lost at once. A BMC that does not answer changes nothing: silence is not proof.
 
 Clock skew
     Each Lease renewal in ``kube-node-lease`` is compared with the operator's clock when the
@@ -72,6 +84,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -108,6 +121,7 @@ from hosted_engine.handlers.startup import kube_client
 from hosted_engine.logic import drain as dr
 from hosted_engine.logic import host_lifecycle as lc
 from hosted_engine.models import Host, describe_validation_error
+from hosted_engine.models.base import Duration
 from hosted_engine.models.conditions import (
     Condition,
     ConditionStatus,
@@ -117,6 +131,7 @@ from hosted_engine.models.conditions import (
 )
 from hosted_engine.models.host import (
     CLOCK_SKEW_LIMIT_SECONDS,
+    FENCE_REQUEST_ANNOTATION,
     ClockSkewStatus,
     HostedEngineDeployment,
     HostedEngineHostStatus,
@@ -146,6 +161,8 @@ OUT_OF_SERVICE_VALUE: Final = "nodeshutdown"
 #: Re-read of a Host whose deletion is held (seconds, doubling while nothing changes).
 HELD_RECHECK_MIN: Final = 0.5
 HELD_RECHECK_MAX: Final = 30.0
+#: Threads that read BMC power states (a slow BMC must not hold the reconciles' threads).
+POWER_POLL_THREADS: Final = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,6 +245,9 @@ class HostReconciler:
         #: hosted-engine host ids given out (status writes lag behind parallel reconciles)
         self._host_ids: dict[str, int] = {}
         self._ids_lock = threading.Lock()
+        #: host -> (power state, read at) from the BMC power poll, merged by the reconcile
+        self.polled_power: dict[str, tuple[PowerState, datetime]] = {}
+        self._power_pool: ThreadPoolExecutor | None = None
 
     # -- the cache (called from kopf's event loop) -------------------------------------------
 
@@ -279,6 +299,7 @@ class HostReconciler:
             return hm.World(
                 hosts=dict(w.hosts), nodes=dict(w.nodes), vms=dict(w.vms), vmis=dict(w.vmis),
                 vmims=dict(w.vmims), pod_requests=dict(w.pod_requests), kubevirt=w.kubevirt,
+                leases=dict(w.leases),
             )
 
     def host_for_node(self, node: str) -> str | None:
@@ -292,23 +313,92 @@ class HostReconciler:
         with self._world_lock:
             return list(self.world.hosts)
 
-    def observe_lease(self, lease: Mapping[str, Any], received: datetime) -> str | None:
-        """Record a node's clock skew; the Host to wake when its reported state must change."""
+    def observe_lease(self, lease: Mapping[str, Any], received: datetime
+                      ) -> tuple[str | None, bool]:
+        """Record a node's Lease renewal and clock skew: (the Host to wake when its reported
+        state must change, whether the node is heard from again after a silence -- the storm
+        guard of the other Hosts changes then)."""
         renew = lease_renew_time(lease)
         node = str(meta(lease).get("name") or "")
         if renew is None or not node:
-            return None
+            return None, False
+        raw = spec_of(lease).get("leaseDurationSeconds")
+        duration = float(raw) if isinstance(raw, int | float) and raw > 0 else None
+        rules = self.settings.policy_for_leases()
+        with self._world_lock:
+            previous = self.world.leases.get(node)
+            if previous is None or renew >= previous[0]:
+                self.world.leases[node] = (renew, duration)
+        came_back = previous is not None and not lc.lease_fresh(
+            lc.NodeObservation(lease_renewed_at=previous[0], lease_duration_s=previous[1]),
+            rules, received)
         skew = skew_seconds(renew, received)
         self.skew[node] = (skew, received)
         host = self.host_for_node(node)
         if host is None:
-            return None
+            return None, came_back
         with self._world_lock:
             body = self.world.hosts.get(host)
         written = (status_of(body).get("clockSkew") or {}).get("seconds")
-        if written is None or _skew_changed(float(written), skew):
-            return host
-        return None
+        state = str(status_of(body).get("state") or "")
+        watching = came_back or state in (HostState.NON_RESPONSIVE.value,
+                                          HostState.FENCED.value) or bool(
+            (meta(body).get("annotations") or {}).get(FENCE_REQUEST_ANNOTATION))
+        if watching or written is None or _skew_changed(float(written), skew):
+            return host, came_back
+        return None, came_back
+
+    # -- BMC power poll (its own threads) ---------------------------------------------------
+
+    def power_poll_due(self, name: str) -> bool:
+        """Whether ``name`` is polled: deployed for the hosted engine, with power management."""
+        if self.settings.power_poll_s <= 0:
+            return False
+        with self._world_lock:
+            body = self.world.hosts.get(name)
+        spec = spec_of(body)
+        return bool(spec.get("powerManagement")) and \
+            spec.get("hostedEngine") == HostedEngineDeployment.DEPLOY.value
+
+    def poll_power(self, name: str) -> bool:
+        """Read the BMC's power state once (synchronous); True when it differs from what the
+        Host's status says, i.e. the Host must be reconciled. An unanswered read, or one the
+        BMC could not tell, is no news."""
+        with self._world_lock:
+            body = self.world.hosts.get(name)
+        if body is None:
+            return False
+        try:
+            host = self._parse(body)
+        except ValidationError:
+            return False
+        pm = host.spec.power_management
+        if pm is None:
+            return False
+        limit = max(1.0, min(pm.action_timeout.total_seconds(), 2 * self.settings.power_poll_s))
+        quick = pm.model_copy(update={"action_timeout": Duration(f"{limit:g}s")})
+        answer = run_power_action(self.kube, quick, PowerAction.STATUS)
+        if isinstance(answer, CredentialsProblem) or answer.power_state is PowerState.UNKNOWN:
+            return False
+        at = answer.finished_at or get_clock().now()
+        self.polled_power[name] = (answer.power_state, at)
+        return answer.power_state is not host.status.power_management.power_state
+
+    def power_pool(self) -> ThreadPoolExecutor:
+        if self._power_pool is None:
+            self._power_pool = ThreadPoolExecutor(POWER_POLL_THREADS,
+                                                  thread_name_prefix="bmc-poll")
+        return self._power_pool
+
+    def _merge_polled_power(self, name: str, status: HostStatus) -> HostStatus:
+        polled = self.polled_power.get(name)
+        power = status.power_management
+        if polled is None or polled[0] is power.power_state:
+            return status
+        if power.checked_at is not None and polled[1] <= power.checked_at:
+            return status  # an action's answer is newer
+        return status.model_copy(update={"power_management": power.model_copy(
+            update={"power_state": polled[0], "checked_at": polled[1]})})
 
     def _lock_for(self, name: str) -> threading.Lock:
         with self._locks_lock:
@@ -348,8 +438,9 @@ class HostReconciler:
             conditions = set_condition(conditions, type_, value, reason, message[:32768],
                                        observed_generation=generation, now=get_clock().now())
 
-        # 1. power management: a requested action, and one check per spec change
+        # 1. power management: a requested action, one check per spec change, the poll
         status = self._power(host, body, status, cond, pending)
+        status = self._merge_polled_power(name, status)
 
         # 2. the state machine
         started = {
@@ -757,6 +848,12 @@ class HostReconciler:
         if silent is not None and new.state not in (lc.HostState.NON_RESPONSIVE,
                                                     lc.HostState.FENCED):
             waits.append(policy.silent_after_s - silent)
+        lease_silence = lc.lease_silent_for(obs)
+        if lease_silence is not None and (obs.fence_requested or new.state in (
+                lc.HostState.NON_RESPONSIVE, lc.HostState.FENCED)):
+            left = lc.lease_threshold_s(obs.node, policy) - lease_silence
+            if left > 0:  # a request waiting for the Lease to cross the threshold
+                waits.append(left + MIN_WAIT)
         if new.state is lc.HostState.NON_RESPONSIVE:
             fence = new.fence
             if fence is not None and fence.in_flight and fence.requested_at is not None:
@@ -880,20 +977,58 @@ def startup(memo: kopf.Memo, **_: Any) -> None:
     memo[TRIGGERS_KEY] = Triggers()
 
 
+@kopf.on.cleanup(id="host-power-poll-cleanup")
+def stop_power_polls(memo: kopf.Memo, **_: Any) -> None:
+    reconciler = memo.get(RECONCILER_KEY)
+    if isinstance(reconciler, HostReconciler) and reconciler._power_pool is not None:
+        reconciler._power_pool.shutdown(wait=False, cancel_futures=True)
+
+
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="host", cancellation_timeout=10.0)
 async def run_host(name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile on every wake-up; otherwise sleep until the next time-based decision."""
     reconciler = reconciler_of(memo)
     triggers = triggers_of(memo)
+    poller = asyncio.create_task(_poll_power(name, reconciler, triggers, stopped),
+                                 name=f"host-power-poll-{name}")
+    try:
+        while not stopped:
+            try:
+                outcome = await asyncio.to_thread(reconciler.reconcile, name)
+            except Exception:  # the API went away, a bug: log, back off, try again
+                log.exception("host %s: reconcile failed", name)
+                metrics.record_reconcile_error("Host")
+                await triggers.wait(name, ERROR_BACKOFF)
+                continue
+            await triggers.wait(name, outcome.wait)
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await poller
+
+
+async def _poll_power(name: str, reconciler: HostReconciler, triggers: Triggers,
+                      stopped: kopf.DaemonStopped) -> None:
+    """Read the BMC power state of an engine Host every ``power_poll_s``; wake the Host when
+    it changed (its reconcile writes it to status, where the HostedEngine reads it)."""
+    interval = reconciler.settings.power_poll_s
+    if interval <= 0:
+        return
+    loop = asyncio.get_running_loop()
     while not stopped:
-        try:
-            outcome = await asyncio.to_thread(reconciler.reconcile, name)
-        except Exception:  # the API went away, a bug: log, back off, try again
-            log.exception("host %s: reconcile failed", name)
-            metrics.record_reconcile_error("Host")
-            await triggers.wait(name, ERROR_BACKOFF)
-            continue
-        await triggers.wait(name, outcome.wait)
+        if reconciler.power_poll_due(name):
+            started = loop.time()
+            try:
+                changed = await loop.run_in_executor(reconciler.power_pool(),
+                                                     reconciler.poll_power, name)
+            except Exception:  # a driver bug: log it, keep polling
+                log.exception("host %s: BMC power poll failed", name)
+                changed = False
+            if changed:
+                triggers.fire(name)
+            await asyncio.sleep(max(MIN_WAIT, interval - (loop.time() - started)))
+        else:
+            await asyncio.sleep(interval)
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="host-delete")
@@ -1002,5 +1137,8 @@ async def lease_event(namespace: str | None, body: kopf.Body, type: str | None,
                       memo: kopf.Memo, **_: Any) -> None:
     if namespace != NODE_LEASE_NAMESPACE or _deleted(type):
         return
-    host = reconciler_of(memo).observe_lease(body, get_clock().now())
-    triggers_of(memo).fire(host)
+    host, came_back = reconciler_of(memo).observe_lease(body, get_clock().now())
+    triggers = triggers_of(memo)
+    triggers.fire(host)
+    if came_back:
+        triggers.fire_all()  # the storm guard of the other Hosts counts this one again

@@ -74,7 +74,11 @@ class HostSettings:
     silence before a Host running restartable VMs is fenced, default 0),
     ``HE_HOST_FENCE_TIMEOUT`` (power-off confirmation, default 60), ``HE_HOST_MAX_FENCE_ATTEMPTS``
     (3), ``HE_HOST_MIN_HEALTHY_RATIO`` (storm guard, 0.5), ``HE_HOST_MIGRATION_RETRY_AFTER``
-    (10) and ``HE_HOST_MIGRATION_MAX_ATTEMPTS`` (3).
+    (10), ``HE_HOST_MIGRATION_MAX_ATTEMPTS`` (3), ``HE_HOST_FENCE_MISSED_RENEWALS`` (node Lease
+    renewals a Ready node must miss before a fence request is accepted, 2),
+    ``HE_HOST_LEASE_RENEW_INTERVAL`` (the kubelet's renew interval; unset: a quarter of the
+    Lease's leaseDurationSeconds) and ``HE_HOST_POWER_POLL`` (how often the BMC power state of
+    a Host deployed for the hosted engine is read, 5; 0 = never).
     """
 
     silent_after_s: float = 60.0
@@ -85,6 +89,9 @@ class HostSettings:
     migration_retry_after_s: float = dr.DEFAULT_RETRY_AFTER_S
     migration_max_attempts: int = dr.DEFAULT_MAX_ATTEMPTS
     resync_s: float = 300.0
+    fence_missed_renewals: float = 2.0
+    lease_renew_interval_s: float | None = None
+    power_poll_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HostSettings:
@@ -114,7 +121,16 @@ class HostSettings:
             migration_max_attempts=max(1, int(number("HE_HOST_MIGRATION_MAX_ATTEMPTS",
                                                      base.migration_max_attempts))),
             resync_s=max(1.0, number("HE_HOST_RESYNC", base.resync_s)),
+            fence_missed_renewals=max(1.0, number("HE_HOST_FENCE_MISSED_RENEWALS",
+                                                  base.fence_missed_renewals)),
+            lease_renew_interval_s=(number("HE_HOST_LEASE_RENEW_INTERVAL", 0.0) or None),
+            power_poll_s=number("HE_HOST_POWER_POLL", base.power_poll_s),
         )
+
+    def policy_for_leases(self) -> lc.HostPolicy:
+        """The part of the Host policy that judges node Leases (for the storm guard)."""
+        return lc.HostPolicy(fence_missed_renewals=self.fence_missed_renewals,
+                             lease_renew_interval_s=self.lease_renew_interval_s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +149,8 @@ class World:
     #: pod requests (memory bytes, CPU millis) by pod key, and the node each pod is bound to
     pod_requests: dict[Key, tuple[str, int, int, str]] = field(default_factory=dict)
     kubevirt: Obj | None = None
+    #: node name -> (the Lease's renewTime, its leaseDurationSeconds)
+    leases: dict[str, tuple[datetime, float | None]] = field(default_factory=dict)
 
 
 def key_of(obj: Obj) -> Key:
@@ -312,9 +330,37 @@ def in_flight_by_source(world: World, node: str, host: str) -> dict[str, int]:
     return counts
 
 
-def cluster_health(world: World) -> lc.ClusterHealth:
+def node_observation(world: World, node_name: str) -> lc.NodeObservation:
+    """The Node and its Lease as the state machine sees them."""
+    node = world.nodes.get(node_name)
+    ready, since = node_ready(node)
+    unusable = unusable_reason(node)
+    renewed, duration = world.leases.get(node_name, (None, None))
+    return lc.NodeObservation(
+        exists=node is not None,
+        ready=ready,
+        not_ready_since=since if ready is not True else None,
+        cordoned=bool(spec_of(node).get("unschedulable")),
+        out_of_service_taint=has_taint(node, OUT_OF_SERVICE_TAINT),
+        usable=not unusable,
+        unusable_reason=unusable,
+        lease_renewed_at=renewed,
+        lease_duration_s=duration,
+    )
+
+
+def cluster_health(world: World, now: datetime | None = None,
+                   policy: lc.HostPolicy | None = None) -> lc.ClusterHealth:
+    """Hosts heard from (fresh Lease; Ready when no Lease is known) out of all Hosts: the storm
+    guard counts what the operator hears, not what the node-lifecycle controller concluded
+    (a partitioned operator sees many silent Leases at once, still Ready for 40 s)."""
     nodes = [host_node(h) for h in world.hosts.values()]
-    ready = sum(1 for n in nodes if node_ready(world.nodes.get(n))[0] is True)
+    if now is None:
+        ready = sum(1 for n in nodes if node_ready(world.nodes.get(n))[0] is True)
+    else:
+        rules = policy or lc.HostPolicy()
+        ready = sum(1 for n in nodes
+                    if lc.lease_fresh(node_observation(world, n), rules, now))
     return lc.ClusterHealth(total_hosts=max(1, len(nodes)), ready_hosts=ready)
 
 
@@ -362,8 +408,6 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
             progress: lc.MaintenanceProgress | None) -> lc.HostObservation:
     name = host.metadata.name
     node_name = host.spec.node_name
-    node = world.nodes.get(node_name)
-    ready, since = node_ready(node)
     shut_down = set(progress.shut_down) if progress else set()
     started = progress.started_at if progress else None
     vmis = vmis_on(world, node_name)
@@ -378,27 +422,19 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
     pm = host.spec.power_management
     power = host.status.power_management
     maintenance = host.spec.maintenance
-    unusable = unusable_reason(node)
+    lease_rules = settings.policy_for_leases()
     return lc.HostObservation(
         host=name,
         now=now,
         mode=maintenance_mode(host),
-        node=lc.NodeObservation(
-            exists=node is not None,
-            ready=ready,
-            not_ready_since=since if ready is not True else None,
-            cordoned=bool(spec_of(node).get("unschedulable")),
-            out_of_service_taint=has_taint(node, OUT_OF_SERVICE_TAINT),
-            usable=not unusable,
-            unusable_reason=unusable,
-        ),
+        node=node_observation(world, node_name),
         power=lc.PowerObservation(
             configured=pm is not None,
             fencing_allowed=pm is not None and pm.fencing_enabled,
             power_state=power.power_state.value,
             observed_at=power.checked_at,
         ),
-        cluster=cluster_health(world),
+        cluster=cluster_health(world, now, lease_rules),
         vms=tuple(vms),
         targets=tuple(targets(world, node_name)),
         in_flight_by_source=in_flight_by_source(world, node_name, name),
@@ -413,6 +449,8 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
             min_healthy_ratio=settings.min_healthy_ratio,
             migration_max_attempts=settings.migration_max_attempts,
             migration_retry_after_s=settings.migration_retry_after_s,
+            fence_missed_renewals=settings.fence_missed_renewals,
+            lease_renew_interval_s=settings.lease_renew_interval_s,
         ),
         fence_requested=fence_request_active(host),
         runs_restartable_vms=restartable,

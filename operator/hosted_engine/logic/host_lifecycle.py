@@ -13,8 +13,9 @@ States::
     Up --mode local--> PreparingForMaintenance --drained--> Maintenance --mode none--> Activating
      ^                   |  mode none: delete our pending migrations, uncordon     |    (uncordon)
      +-------------------+---------------------------------------------------------+--> Up
-    any --Node not Ready for silentAfter--> NonResponsive --fence confirmed Off--> Fenced
-    NonResponsive --Ready again (no fence in progress)--> the state it left
+    any --Node not Ready for silentAfter, or a fence request for a lost host--> NonResponsive
+    NonResponsive --fence confirmed Off--> Fenced
+    NonResponsive --not lost any more (no fence in progress)--> the state it left
     Fenced --Ready again--> remove out-of-service taint --> Maintenance (mode local) or Up
     Up/Activating --Ready but unusable--> NonOperational --usable--> Up
 
@@ -36,18 +37,35 @@ Cancel
     Mode none at any point of the drain: delete our migrations still in flight, uncordon, Up.
 
 Fencing
-    Asked for by the HostedEngine (``fence_requested``: a Node that is not Ready goes
-    NonResponsive at once, the requester has waited its own threshold; a Ready Node is never
-    fenced, the request is refused with ``FencingBlocked=True/NodeReady``) or needed because the
-    NonResponsive host runs VMs that must restart elsewhere (runStrategy Always/RerunOnFailure)
-    and has been silent for ``silent_after_s + fence_after_s``. Guards, in order: power
-    management configured, fencing allowed on this host, the cluster is not partitioned (at least
-    ``min_healthy_ratio`` of all hosts Ready, like NHC's minHealthy / CloudStack's
-    ``kvm.ha.accepted.problematic.hosts.ratio``), and one fence at a time (a request in flight
-    is awaited for ``fence_timeout_s``, then retried up to ``max_fence_attempts``). The fence is
-    confirmed only by a power state ``Off`` observed after the request; then the
+    Asked for by the HostedEngine (``fence_requested``) or needed because the NonResponsive host
+    runs VMs that must restart elsewhere (runStrategy Always/RerunOnFailure) and its Node has not
+    been Ready for ``silent_after_s + fence_after_s``. A request is accepted (the host goes
+    NonResponsive at once; the requester has waited its own threshold) when the host is *lost*
+    by one of :func:`lost_reason`'s proofs, not only when Kubernetes says so:
+
+    * the Node is missing or not Ready (``NodeNotReady``);
+    * its BMC reports power ``Off``, read after the Lease's last renewal (``PoweredOff``; an
+      older Off is stale: the node spoke since). A BMC that does not answer proves nothing;
+    * its Lease in ``kube-node-lease`` has missed ``fence_missed_renewals`` renewals
+      (``LeaseExpired``, :func:`lease_threshold_s`). The kubelet renews every quarter of
+      ``leaseDurationSeconds`` (10 s of 40 s) with client-go's 4 % jitter; the default, 2 missed
+      renewals, is ``10 s x (2 x 1.04 + 0.1) = 21.8 s``: one late renewal (a GC pause, a slow
+      API write) is never enough, and the 0.1 interval is room for the write and the watch
+      delivery. The node-lifecycle controller waits 40 s (``node-monitor-grace-period``)
+      before NotReady; waiting for it would miss a 30 s failover.
+
+    Otherwise (Node Ready, Lease fresh, BMC not Off) the host is never fenced: the request is
+    refused with ``FencingBlocked=True/NodeReady`` and waits, re-checked when the Lease would
+    cross the threshold. Guards, in order: power management configured, fencing allowed on
+    this host, the cluster is not partitioned (at least ``min_healthy_ratio`` of all hosts with
+    a fresh Lease -- Ready when no Lease is known --, like NHC's minHealthy / CloudStack's
+    ``kvm.ha.accepted.problematic.hosts.ratio``: a partitioned operator sees many silent
+    leases at once and fences none), and one fence at a time (a request in flight is awaited
+    for ``fence_timeout_s``, then retried up to ``max_fence_attempts``). The fence is confirmed
+    only by a power state ``Off`` observed after the request; then the
     ``node.kubernetes.io/out-of-service`` taint lets Kubernetes release the pods. Every request,
-    confirmation, failure and block is an Event.
+    confirmation, failure and block is an Event. A NonResponsive host whose fence has not
+    started returns to its previous state once no proof holds any more (Ready, Lease renewed).
 """
 
 from __future__ import annotations
@@ -173,6 +191,8 @@ class NodeObservation:
     exists: bool = True
     ready: bool | None = True  # None: Unknown (kubelet silent)
     not_ready_since: datetime | None = None  # last transition of Ready away from True
+    lease_renewed_at: datetime | None = None  # the node Lease's renewTime (None: no Lease seen)
+    lease_duration_s: float | None = None  # its leaseDurationSeconds
     cordoned: bool = False
     out_of_service_taint: bool = False
     usable: bool = True  # e.g. reaches its storage
@@ -189,6 +209,9 @@ class PowerObservation:
 
 @dataclass(frozen=True)
 class ClusterHealth:
+    """For the storm guard: ``ready_hosts`` counts the hosts heard from, i.e. whose node Lease
+    is fresh (:func:`lease_fresh`), or, without a Lease, whose Node is Ready."""
+
     total_hosts: int
     ready_hosts: int
 
@@ -204,6 +227,10 @@ class HostPolicy:
     min_healthy_ratio: float = 0.5
     migration_max_attempts: int = DEFAULT_MAX_ATTEMPTS
     migration_retry_after_s: float = DEFAULT_RETRY_AFTER_S
+    #: missed Lease renewals that prove a Ready node lost (see the module docstring)
+    fence_missed_renewals: float = 2.0
+    #: the kubelet's renew interval; None: a quarter of the Lease's leaseDurationSeconds
+    lease_renew_interval_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -386,30 +413,121 @@ def _silent_for(obs: HostObservation) -> float | None:
     return (obs.now - node.not_ready_since).total_seconds()
 
 
+#: The kubelet renews its Lease every quarter of leaseDurationSeconds (renewIntervalFraction).
+KUBELET_RENEW_FRACTION = 0.25
+#: client-go's lease controller adds up to 4 % jitter to each renewal (wait.JitterUntil).
+RENEW_JITTER = 0.04
+#: Room for the renewal's API write and the watch delivery, in renew intervals.
+LEASE_LATENCY_MARGIN = 0.1
+#: The renew interval when neither the policy nor the Lease says (the kubelet's 10 s).
+DEFAULT_RENEW_INTERVAL_S = 10.0
+
+
+def renew_interval_s(node: NodeObservation, policy: HostPolicy) -> float:
+    """The kubelet's Lease renew interval: the policy's, else a quarter of the Lease's
+    leaseDurationSeconds, else 10 s."""
+    if policy.lease_renew_interval_s is not None and policy.lease_renew_interval_s > 0:
+        return policy.lease_renew_interval_s
+    if node.lease_duration_s is not None and node.lease_duration_s > 0:
+        return node.lease_duration_s * KUBELET_RENEW_FRACTION
+    return DEFAULT_RENEW_INTERVAL_S
+
+
+def lease_threshold_s(node: NodeObservation, policy: HostPolicy) -> float:
+    """Lease silence that proves a node lost: ``fence_missed_renewals`` renewals missed, each
+    with its jitter, plus a latency margin (21.8 s for the kubelet's 10 s and 2 renewals)."""
+    interval = renew_interval_s(node, policy)
+    missed = max(1.0, policy.fence_missed_renewals)
+    return interval * (missed * (1 + RENEW_JITTER) + LEASE_LATENCY_MARGIN)
+
+
+def lease_silent_for(obs: HostObservation) -> float | None:
+    """Seconds since the node's Lease was renewed (None: no Lease seen)."""
+    renewed = obs.node.lease_renewed_at
+    if renewed is None:
+        return None
+    return max(0.0, (obs.now - renewed).total_seconds())
+
+
+def lease_fresh(node: NodeObservation, policy: HostPolicy, now: datetime) -> bool:
+    """Heard from: the Lease renewed within the threshold (without a Lease: the Node Ready)."""
+    if node.lease_renewed_at is None:
+        return node.exists and node.ready is True
+    return (now - node.lease_renewed_at).total_seconds() < lease_threshold_s(node, policy)
+
+
+def powered_off(obs: HostObservation) -> bool:
+    """The BMC said Off, and said it after the node's last Lease renewal (an older Off is
+    stale: the node has spoken since). Unknown or unanswered is not Off."""
+    power = obs.power
+    if power.power_state != "Off" or power.observed_at is None:
+        return False
+    renewed = obs.node.lease_renewed_at
+    return renewed is None or power.observed_at >= renewed
+
+
+def lost_reason(obs: HostObservation) -> str | None:
+    """Why this host may be fenced on request (None: it is alive, never fence it)."""
+    node = obs.node
+    if not node.exists or node.ready is not True:
+        return "NodeNotReady"
+    if powered_off(obs):
+        return "PoweredOff"
+    silent = lease_silent_for(obs)
+    if silent is not None and silent >= lease_threshold_s(node, obs.policy):
+        return "LeaseExpired"
+    return None
+
+
+def _lost_message(obs: HostObservation, reason: str) -> str:
+    if reason == "NodeNotReady":
+        return "the Node does not exist" if not obs.node.exists else "the Node is not Ready"
+    if reason == "PoweredOff":
+        return "the BMC reports power Off"
+    silent = lease_silent_for(obs) or 0.0
+    return (
+        f"the Node's Lease was last renewed {silent:.1f}s ago "
+        f"(threshold {lease_threshold_s(obs.node, obs.policy):.1f}s)"
+    )
+
+
+def _alive_message(obs: HostObservation) -> str:
+    silent = lease_silent_for(obs)
+    if silent is None:
+        return f"{obs.host}: the Node is Ready"
+    return (
+        f"{obs.host}: the Node is Ready and its Lease was renewed {silent:.1f}s ago "
+        f"(threshold {lease_threshold_s(obs.node, obs.policy):.1f}s)"
+    )
+
+
 def step(status: HostStatus | None, obs: HostObservation) -> Step:
     """One decision for one Host (see the module docstring)."""
     current = status or HostStatus(state=HostState.UP, since=obs.now)
     actions: list[Action] = []
     silent = _silent_for(obs)
+    lost = lost_reason(obs)
 
     if current.state is HostState.FENCED:
         new = _fenced(current, obs, actions)
     elif current.state is HostState.NON_RESPONSIVE:
-        new = _non_responsive(current, obs, silent, actions)
-    elif silent is not None and (silent >= obs.policy.silent_after_s or obs.fence_requested):
+        new = _non_responsive(current, obs, silent, lost, actions)
+    elif (silent is not None and silent >= obs.policy.silent_after_s) or (
+        obs.fence_requested and lost is not None
+    ):
+        reason = lost or "NodeNotReady"
         new = _goto(current, HostState.NON_RESPONSIVE, obs.now, return_to=current.state)
-        why = "the Node does not exist" if not obs.node.exists else "the Node is not Ready"
-        actions.append(SetCondition("Responsive", "False", "NodeNotReady", why))
+        why = _lost_message(obs, reason)
+        actions.append(SetCondition("Responsive", "False", reason, why))
         actions.append(EmitEvent("Warning", "HostNonResponsive", f"{obs.host}: {why}"))
-        new = _non_responsive(new, obs, silent, actions)
+        new = _non_responsive(new, obs, silent, lost, actions)
     else:
         new = _lifecycle(current, obs, actions)
-        if obs.fence_requested:  # the Node is Ready: never fence a host Kubernetes sees alive
+        if obs.fence_requested:  # Ready, Lease fresh, BMC not Off: never fence a live host
             if new.fence_blocked_reason != "NodeReady":
-                actions.append(SetCondition("FencingBlocked", "True", "NodeReady"))
-                actions.append(
-                    EmitEvent("Warning", "FencingBlocked", f"{obs.host}: the Node is Ready")
-                )
+                actions.append(SetCondition("FencingBlocked", "True", "NodeReady",
+                                            _alive_message(obs)))
+                actions.append(EmitEvent("Warning", "FencingBlocked", _alive_message(obs)))
             new = replace(new, fence_blocked_reason="NodeReady")
         elif new.fence_blocked_reason is not None:
             actions.append(SetCondition("FencingBlocked", "False", "NoFenceRequested"))
@@ -577,7 +695,11 @@ def _preparing(current: HostStatus, obs: HostObservation, actions: list[Action])
 
 
 def _non_responsive(
-    current: HostStatus, obs: HostObservation, silent: float | None, actions: list[Action]
+    current: HostStatus,
+    obs: HostObservation,
+    silent: float | None,
+    lost: str | None,
+    actions: list[Action],
 ) -> HostStatus:
     fence = current.fence or FenceProgress()
     policy = obs.policy
@@ -613,7 +735,7 @@ def _non_responsive(
             actions.append(SetCondition("Fenced", "False", "FenceFailed"))
         current = replace(current, fence=fence)
 
-    if silent is None:  # Ready again, no fence in flight
+    if lost is None:  # Ready again, Lease fresh, BMC not Off; no fence in flight
         back = current.return_to or HostState.UP
         actions.append(SetCondition("Responsive", "True", "NodeReady"))
         actions.append(EmitEvent("Normal", "HostResponsive", f"{obs.host} is Ready again"))
@@ -621,7 +743,9 @@ def _non_responsive(
         return _lifecycle(new, obs, actions)
 
     wanted = obs.fence_requested or (
-        obs.runs_restartable_vms and silent >= policy.silent_after_s + policy.fence_after_s
+        obs.runs_restartable_vms
+        and silent is not None
+        and silent >= policy.silent_after_s + policy.fence_after_s
     )
     if not wanted or fence.gave_up:
         return current
@@ -653,7 +777,9 @@ def _fence_guard(obs: HostObservation) -> str | None:
 
 
 def _fenced(current: HostStatus, obs: HostObservation, actions: list[Action]) -> HostStatus:
-    if not (obs.node.exists and obs.node.ready is True):
+    # back only when no proof of loss holds: a Node still Ready (the node-lifecycle grace has
+    # not run out) with a silent Lease or an Off BMC is still down
+    if lost_reason(obs) is not None:
         if not obs.node.out_of_service_taint:
             actions.append(TaintOutOfService())  # keep it: the host is still down
         return current
