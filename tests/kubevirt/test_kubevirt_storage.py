@@ -4,13 +4,25 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import gzip
 import hashlib
+import json
 import ssl
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from hosted_engine.lab.kubevirt import GUEST_HTTP_ANNOTATION
-from hosted_engine.lab.kubevirt.diskstream import disk_sha256
-from hosted_engine.lab.kubevirt.export import TOKEN_HEADER
+from hosted_engine.lab.kubevirt.cdi import (
+    CDICONFIGS,
+    CONTENT_SHA_ANNOTATION,
+    CONTENT_SIZE_ANNOTATION,
+)
+from hosted_engine.lab.kubevirt.diskstream import disk_sha256, read_disk
+from hosted_engine.lab.kubevirt.export import TOKEN_HEADER, _make_certificates
 from hosted_engine.lab.kubevirt.resources import (
     DATAVOLUMES,
     EXPORTS,
@@ -19,7 +31,7 @@ from hosted_engine.lab.kubevirt.resources import (
     SNAPSHOTS,
     VMS,
 )
-from hosted_engine.lab.sim.api import PVCS, SECRETS, Obj
+from hosted_engine.lab.sim.api import CONFIGMAPS, PVCS, SECRETS, Obj
 from kvlab import NS, KubeVirtLab, vm_body
 
 DISK_SIZE = 3 * 1024 * 1024 + 17  # bytes: a few stream blocks and a partial one
@@ -210,31 +222,183 @@ async def test_export_of_a_snapshot_while_the_vm_runs(kvlab: KubeVirtLab) -> Non
     assert hashlib.sha256(data).hexdigest() == disk_sha256("vms/engine-disk", DISK_SIZE)
 
 
-async def test_datavolume_import_goes_through_its_phases(kvlab: KubeVirtLab) -> None:
-    dv = {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
-          "metadata": {"name": "image", "namespace": NS},
-          "spec": {"source": {"http": {"url": "https://images.example/engine.qcow2"}},
-                   "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
-                               "resources": {"requests": {"storage": "1Gi"}}}}}
-    await kvlab.api.create(DATAVOLUMES, dv, NS)
-    seen: list[str] = []
+def _dv(name: str, source: Obj, size: str = "16Mi") -> Obj:
+    return {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"source": source,
+                     "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
+                                 "resources": {"requests": {"storage": size}}}}}
 
-    async def succeeded() -> bool:
-        obj = await kvlab.api.get(DATAVOLUMES, "image", NS)
-        phase = ((obj or {}).get("status") or {}).get("phase", "")
-        if phase and (not seen or seen[-1] != phase):
-            seen.append(phase)
-        return phase == "Succeeded"
 
-    await kvlab.wait(succeeded)
-    assert seen[0] == "Pending" and seen[-1] == "Succeeded"
-    assert "ImportInProgress" in seen
-    final = await kvlab.api.get(DATAVOLUMES, "image", NS)
-    assert final is not None and final["status"]["progress"] == "100.0%"
+IMAGE = hashlib.shake_256(b"lab image").digest(2 * 1024 * 1024 + 5)  # raw bytes of the image
+IMAGE_GZ = gzip.compress(IMAGE, mtime=0)  # what the server sends
+USER, PASSWORD = "importer", "pa55-not-logged"
+
+
+@contextlib.asynccontextmanager
+async def _image_server(tls: bool = False) -> AsyncIterator[tuple[str, str]]:
+    """An HTTP(S) server with the image gzipped behind basic auth; yields (base URL, CA PEM)."""
+    async def image(request: web.Request) -> web.StreamResponse:
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            raise web.HTTPUnauthorized()
+        return web.Response(body=IMAGE_GZ, content_type="application/gzip")
+
+    app = web.Application()
+    app.router.add_get("/engine.img.gz", image)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    context, ca_pem = None, ""
+    with tempfile.TemporaryDirectory() as tmp:
+        if tls:
+            ca_pem, cert, key = _make_certificates(Path(tmp), "127.0.0.1")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            yield f"{'https' if tls else 'http'}://127.0.0.1:{port}", ca_pem
+        finally:
+            await runner.cleanup()
+
+
+async def _dv_done(kvlab: KubeVirtLab, name: str, restarts: int = 0) -> Obj:
+    """The DataVolume once Succeeded, or once it has restarted ``restarts`` times."""
+    async def done() -> bool:
+        st = ((await kvlab.api.get(DATAVOLUMES, name, NS)) or {}).get("status") or {}
+        running = next((c for c in st.get("conditions") or [] if c["type"] == "Running"), {})
+        return st.get("phase") == "Succeeded" or (
+            restarts > 0 and int(st.get("restartCount") or 0) >= restarts
+            and running.get("reason") == "Error")  # between attempts (the back-off)
+
+    try:
+        await kvlab.wait(done)
+    except TimeoutError:
+        raise AssertionError(((await kvlab.api.get(DATAVOLUMES, name, NS)) or {}).get(
+            "status")) from None
+    obj = await kvlab.api.get(DATAVOLUMES, name, NS)
+    assert obj is not None
+    return obj
+
+
+def _running(dv: Obj) -> Obj:
+    return next(c for c in dv["status"]["conditions"] if c["type"] == "Running")
+
+
+async def _creds(kvlab: KubeVirtLab) -> None:
+    await kvlab.api.create(SECRETS, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "image-creds", "namespace": NS},
+        "data": {"accessKeyId": base64.b64encode(USER.encode()).decode(),
+                 "secretKey": base64.b64encode(PASSWORD.encode()).decode()}}, NS)
+
+
+async def test_datavolume_http_import_downloads_the_image_into_the_claim(
+        kvlab: KubeVirtLab) -> None:
+    await _creds(kvlab)
+    async with _image_server() as (base, _):
+        await kvlab.api.create(DATAVOLUMES, _dv("image", {"http": {
+            "url": f"{base}/engine.img.gz", "secretRef": "image-creds"}}), NS)
+        seen: list[str] = []
+
+        async def succeeded() -> bool:
+            obj = await kvlab.api.get(DATAVOLUMES, "image", NS)
+            phase = ((obj or {}).get("status") or {}).get("phase", "")
+            if phase and (not seen or seen[-1] != phase):
+                seen.append(phase)
+            return phase == "Succeeded"
+
+        await kvlab.wait(succeeded)
+        assert seen[0] == "Pending" and seen[-1] == "Succeeded"
+        final = await kvlab.api.get(DATAVOLUMES, "image", NS)
+        assert final is not None and final["status"]["progress"] == "100.0%"
     pvc = await kvlab.api.get(PVCS, "image", NS)
     assert pvc is not None and pvc["status"]["phase"] == "Bound"
-    assert pvc["metadata"]["annotations"]["lab.hostedengine.io/disk-seed"] == \
-        "http:https://images.example/engine.qcow2"
+    notes = pvc["metadata"]["annotations"]
+    # the claim holds the image's raw (gunzipped) bytes, then zeros up to its size
+    assert notes[CONTENT_SHA_ANNOTATION] == hashlib.sha256(IMAGE).hexdigest()
+    assert notes[CONTENT_SIZE_ANNOTATION] == str(len(IMAGE))
+    seed = notes["lab.hostedengine.io/disk-seed"]
+    assert read_disk(seed, len(IMAGE) + 10) == IMAGE + bytes(10)
+
+
+async def test_datavolume_import_failures_restart_the_importer_like_cdi(
+        kvlab: KubeVirtLab) -> None:
+    await _creds(kvlab)
+    async with _image_server(tls=True) as (base, ca_pem):
+        url = f"{base}/engine.img.gz"
+        # the server's CA is not trusted without certConfigMap: TLS is always verified
+        await kvlab.api.create(DATAVOLUMES, _dv("untrusted", {"http": {
+            "url": url, "secretRef": "image-creds"}}), NS)
+        # a wrong URL, a wrong checksum, an image larger than the claim
+        await kvlab.api.create(CONFIGMAPS, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "image-ca", "namespace": NS}, "data": {"ca.pem": ca_pem}}, NS)
+        good = {"secretRef": "image-creds", "certConfigMap": "image-ca"}
+        await kvlab.api.create(DATAVOLUMES, _dv("missing", {"http": {
+            "url": f"{base}/nothing.img", **good}}), NS)
+        await kvlab.api.create(DATAVOLUMES, _dv("bad-sum", {"http": {
+            "url": url, "checksum": "sha256:" + "0" * 64, **good}}), NS)
+        await kvlab.api.create(DATAVOLUMES, _dv("small", {"http": {"url": url, **good}},
+                                                size="1Mi"), NS)
+        good_sum = "sha256:" + hashlib.sha256(IMAGE_GZ).hexdigest()
+        await kvlab.api.create(DATAVOLUMES, _dv("trusted", {"http": {
+            "url": url, "checksum": good_sum, **good}}), NS)
+        untrusted = await _dv_done(kvlab, "untrusted", restarts=2)
+        missing = await _dv_done(kvlab, "missing", restarts=2)
+        bad_sum = await _dv_done(kvlab, "bad-sum", restarts=1)
+        small = await _dv_done(kvlab, "small", restarts=1)
+        trusted = await _dv_done(kvlab, "trusted")
+    for dv in (untrusted, missing, bad_sum, small):
+        assert dv["status"]["phase"] == "ImportInProgress", dv["status"]  # never Failed
+        assert _running(dv)["status"] == "False" and _running(dv)["reason"] == "Error"
+    assert "certificate signed by unknown authority" in _running(untrusted)["message"]
+    assert _running(missing)["message"] == (
+        "Unable to connect to http data source: expected status code 200, got 404. "
+        "Status: 404 Not Found")
+    assert _running(bad_sum)["message"].startswith("checksum mismatch: expected sha256:000")
+    assert "larger than the reported available storage" in _running(small)["message"]
+    assert trusted["status"]["phase"] == "Succeeded"
+    pvc = await kvlab.api.get(PVCS, "trusted", NS)
+    assert pvc is not None
+    assert pvc["metadata"]["annotations"][CONTENT_SHA_ANNOTATION] == \
+        hashlib.sha256(IMAGE).hexdigest()
+    assert PASSWORD not in json.dumps([untrusted, missing, bad_sum, small, trusted])
+
+
+async def test_datavolume_upload_through_the_upload_proxy_with_a_token(
+        kvlab: KubeVirtLab) -> None:
+    cdi = kvlab.kv.storage.cdi
+    await kvlab.api.create(DATAVOLUMES, _dv("upload", {"upload": {}}), NS)
+    ready = await _wait_field(kvlab, DATAVOLUMES, "upload", "phase", "UploadReady")
+    assert _running(ready)["status"] == "True"
+    config = await kvlab.api.get(CDICONFIGS, "config")
+    assert config is not None and config["status"]["uploadProxyURL"] == cdi.upload_proxy
+    bundle = await kvlab.api.get(CONFIGMAPS, "cdi-uploadproxy-signer-bundle", "cdi")
+    assert bundle is not None
+    context = ssl.create_default_context(cadata=bundle["data"]["ca-bundle.crt"])
+    url = f"https://{config['status']['uploadProxyURL']}/v1beta1/upload"
+    request = {"apiVersion": "upload.cdi.kubevirt.io/v1beta1", "kind": "UploadTokenRequest",
+               "metadata": {"name": "upload"}, "spec": {"pvcName": "upload"}}
+    token = (await cdi.token_request(NS, request))["status"]["token"]
+    body = IMAGE_GZ
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=body, ssl=context,
+                                headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 401
+        async with session.post(url, data=body, ssl=context,
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200, await resp.text()
+        # done: a second upload finds the DataVolume no longer UploadReady
+        async with session.post(url, data=body, ssl=context,
+                                headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 503
+    done = await kvlab.api.get(DATAVOLUMES, "upload", NS)
+    assert done is not None and done["status"]["phase"] == "Succeeded"
+    pvc = await kvlab.api.get(PVCS, "upload", NS)
+    assert pvc is not None
+    assert pvc["metadata"]["annotations"][CONTENT_SHA_ANNOTATION] == \
+        hashlib.sha256(IMAGE).hexdigest()
 
 
 async def test_vm_with_a_datavolume_template_provisions_before_it_starts(
@@ -259,19 +423,21 @@ async def test_vm_with_a_datavolume_template_provisions_before_it_starts(
 async def test_engine_imported_from_a_broken_image_never_gets_healthy(
     kvlab: KubeVirtLab,
 ) -> None:
-    import aiohttp
     from hosted_engine.lab.kubevirt.guest import ENGINE_HEALTH_PATH
 
-    volumes = [{"name": "root", "dataVolume": {"name": "engine-root"}}]
-    body = vm_body("engine", "Always", volumes=volumes,
-                   annotations={GUEST_HTTP_ANNOTATION: "engine"})
-    body["spec"]["dataVolumeTemplates"] = [{
-        "metadata": {"name": "engine-root"},
-        "spec": {"source": {"http": {"url": "https://images.example/engine-4.6-broken.qcow2"}},
-                 "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
-                             "resources": {"requests": {"storage": "1Gi"}}}}}]
-    await kvlab.api.create(VMS, body, NS)
-    vmi = await kvlab.wait_phase("engine", "Running")
+    await _creds(kvlab)
+    async with _image_server() as (base, _):
+        volumes = [{"name": "root", "dataVolume": {"name": "engine-root"}}]
+        body = vm_body("engine", "Always", volumes=volumes,
+                       annotations={GUEST_HTTP_ANNOTATION: "engine"})
+        body["spec"]["dataVolumeTemplates"] = [{
+            "metadata": {"name": "engine-root"},
+            "spec": {"source": {"http": {"url": f"{base}/engine.img.gz?v=4.6-broken",
+                                         "secretRef": "image-creds"}},
+                     "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "shared",
+                                 "resources": {"requests": {"storage": "1Gi"}}}}}]
+        await kvlab.api.create(VMS, body, NS)
+        vmi = await kvlab.wait_phase("engine", "Running")
     url = f"http://{vmi['status']['interfaces'][0]['ipAddress']}:8080{ENGINE_HEALTH_PATH}"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 503 and "DB Up" not in await resp.text()

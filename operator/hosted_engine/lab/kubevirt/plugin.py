@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hosted_engine.lab.apiserver import AdmissionRequest, ApiError, ApiRequest, ApiResponse
 from hosted_engine.lab.kubevirt import APP_LABEL, SUBRESOURCES_GROUP
+from hosted_engine.lab.kubevirt.cdi import UPLOAD_GROUP
 from hosted_engine.lab.kubevirt.resources import (
     DATAVOLUMES,
     EXPORTS,
@@ -70,11 +71,12 @@ def setup(lab: Lab) -> None:
     async def on_start() -> None:
         await sim.install()
         certs = lab.server.certificates if lab.server.tls_enabled else None
-        await sim.start(
-            (certs.ca_pem, certs.cert_pem, certs.key_pem) if certs is not None else None
-        )
+        material = (certs.ca_pem, certs.cert_pem, certs.key_pem) if certs is not None else None
+        await sim.start(material)
+        await sim.storage.cdi.start(material)
 
     async def on_stop() -> None:
+        await sim.storage.cdi.stop()
         await sim.stop()
         _SIMS.pop(id(lab), None)
 
@@ -107,6 +109,24 @@ def setup(lab: Lab) -> None:
                          "kind": "VirtualMachine", "verbs": []})
     for version in ("v1", "v1alpha3"):
         lab.server.register_aggregated(SUBRESOURCES_GROUP, version, resources, subresources)
+
+    async def upload_tokens(req: ApiRequest, rest: list[str]) -> ApiResponse:
+        # rest: namespaces/NS/uploadtokenrequests (CDI's upload API server)
+        if len(rest) != 3 or rest[0] != "namespaces" or rest[2] != "uploadtokenrequests":
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        if req.method.upper() != "POST":
+            raise ApiError(405, f"{req.method} is not supported on uploadtokenrequests",
+                           "MethodNotAllowed")
+        body = req.body if isinstance(req.body, dict) else {}
+        try:
+            out = await sim.storage.cdi.token_request(rest[1], body)
+        except LookupError as exc:
+            raise ApiError(400, str(exc), "BadRequest") from exc
+        return ApiResponse(201, out, "application/json")
+
+    lab.server.register_aggregated(UPLOAD_GROUP, "v1beta1", [
+        {"name": "uploadtokenrequests", "singularName": "uploadtokenrequest", "namespaced": True,
+         "kind": "UploadTokenRequest", "verbs": ["create"]}], upload_tokens)
 
     async def eviction(req: AdmissionRequest) -> None:
         try:

@@ -12,8 +12,11 @@
 - VirtualMachineExport: a token Secret (``tokenSecretRef`` or a generated ``export-token-NAME``),
   Pending while the source VM runs or a source claim is in use, Ready after
   ``export_ready_delay`` with links to the HTTPS export proxy, removed at ``ttlDuration``.
-- DataVolume: a claim of the same name, Pending until it is Bound, ImportScheduled,
-  ImportInProgress with ``progress`` over ``datavolume_import_time``, then Succeeded.
+- DataVolume: a claim of the same name, Pending until it is Bound, then: an http or s3 source
+  is really downloaded by :mod:`.cdi`'s importer (failed attempts restart like CDI's importer
+  pod); an upload source waits for the upload proxy (:mod:`.cdi`); other sources (pvc clone,
+  registry, imageio) go ImportScheduled, ImportInProgress with ``progress`` over
+  ``datavolume_import_time``, then Succeeded.
 
 The content of every disk is the deterministic stream of :mod:`.diskstream`, keyed by the
 claim's ``lab.hostedengine.io/disk-seed`` annotation (default ``NS/NAME``), which snapshots,
@@ -88,6 +91,9 @@ class StorageControllers:
         self.sim = sim
         self.api = sim.api
         self.first_seen: dict[str, float] = {}
+        from hosted_engine.lab.kubevirt.cdi import CdiSim
+
+        self.cdi = CdiSim(sim)
 
     def _since(self, obj: Obj) -> float:
         """Loop time at which this simulator first saw the object."""
@@ -604,15 +610,24 @@ class StorageControllers:
         if status(pvc).get("phase") != "Bound":
             return
         current = phase(dv)
-        blank = "blank" in (spec.get("source") or {})
+        source = spec.get("source") or {}
+        blank = "blank" in source
+        upload = "upload" in source
         if current in ("", "Pending"):
             conds = set_condition(conds, "Bound", "True", "Bound", "PVC Bound", now)
-            next_phase = "Succeeded" if blank else "ImportScheduled"
+            next_phase = "Succeeded" if blank else (
+                "UploadScheduled" if upload else "ImportScheduled")
             if blank:
                 conds = set_condition(conds, "Ready", "True", "", "", now)
             await self._dv_status(dv, {"phase": next_phase,
                                        "progress": "100.0%" if blank else "N/A",
                                        "conditions": conds})
+            return
+        if upload:
+            await self.cdi.sync_upload(dv, conds, now)
+            return
+        if "http" in source or "s3" in source:
+            await self.cdi.sync_import(dv, pvc, conds, now)
             return
         started = self.first_seen.setdefault(f"import-{uid_of(dv)}", self.sim.now())
         total = self.sim.timings.datavolume_import_time
