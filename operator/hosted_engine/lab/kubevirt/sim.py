@@ -192,8 +192,11 @@ class KubeVirtSim:
         self.world = World()
         self._listening: set[str] = set()
         self._heartbeats: dict[str, float] = {}
-        self._settled: dict[tuple[str, tuple[str, str]], tuple[Any, ...]] = {}
-        self._resynced = 0.0
+        #: settled objects: (fingerprint, time of the next resync)
+        self._settled: dict[tuple[str, tuple[str, str]], tuple[tuple[Any, ...], float]] = {}
+        #: the pass in which each object was last reconciled (oldest first under the budget)
+        self._attempted: dict[tuple[str, tuple[str, str]], int] = {}
+        self._passes = 0
         self._retry_at: dict[tuple[str, str], float] = {}
         self._evacuation_next: dict[str, float] = {}
         from hosted_engine.lab.kubevirt.storage import StorageControllers
@@ -330,16 +333,7 @@ class KubeVirtSim:
             if name not in self._listening:
                 self._listen(machine)
         world = self.world = await self.observe()
-        now = self.now()
-        if now - self._resynced > RESYNC_PERIOD:
-            self._settled.clear()
-            self._resynced = now
-        for key, vm in world.vms.items():
-            vmi = world.vmis.get(key)
-            await self._settle(("vm", key), self._vm_fingerprint(vm, vmi), self._sync_vm, vm,
-                               vmi)
-        for key, vmi in world.vmis.items():
-            await self._settle(("vmi", key), self._vmi_fingerprint(vmi), self._sync_vmi, vmi)
+        await self._sync_objects(world)
         await self._sync_migrations()
         await self._sync_handlers(world)
         alive = {uid_of(v) for v in world.vmis.values()}
@@ -347,21 +341,58 @@ class KubeVirtSim:
             await self._forget_guest(uid)
         await self.storage.sync()
 
-    async def _settle(self, key: tuple[str, tuple[str, str]], fingerprint: tuple[Any, ...] | None,
-                      fn: Callable[..., Any], *args: Any) -> None:
-        """Reconcile unless nothing it depends on changed since a pass that wrote nothing.
+    async def _sync_objects(self, world: World) -> None:
+        """virt-controller's VM and VMI loops over the dirty objects only.
 
-        Steady objects (a Running VM on a healthy node) then cost a tuple comparison per pass,
-        which keeps 10,000 VMs affordable; ``fingerprint`` None means "always reconcile"
-        (time-driven states), and every RESYNC_PERIOD everything is reconciled again."""
-        if fingerprint is not None and self._settled.get(key) == fingerprint:
-            return
-        before = self.api.writes
-        await self._guard(fn, *args)
-        if fingerprint is not None and self.api.writes == before:
-            self._settled[key] = fingerprint
-        else:
-            self._settled.pop(key, None)
+        An object is dirty when something it depends on changed (its fingerprint: the
+        resourceVersions it reads, its guest, its machine) since a reconcile that wrote nothing,
+        when its state is time-driven (fingerprint None), or when its own resync period ran out.
+        At most ``kubevirt_pass_budget`` seconds per pass; the rest waits for the next pass,
+        the longest-waiting first (a mass start then never starves the nodes' heartbeats)."""
+        now = self.now()
+        resync = self.timings.get("kubevirt_resync_period", RESYNC_PERIOD)
+        work: list[tuple[int, tuple[str, tuple[str, str]], tuple[Any, ...] | None,
+                         Callable[..., Any], tuple[Any, ...]]] = []
+        settled = self._settled
+        for key, vm in world.vms.items():
+            vmi = world.vmis.get(key)
+            fingerprint = self._vm_fingerprint(vm, vmi)
+            wkey = ("vm", key)
+            seen = settled.get(wkey)
+            if fingerprint is not None and seen is not None and seen[0] == fingerprint \
+                    and now < seen[1]:
+                continue
+            work.append((self._attempted.get(wkey, 0), wkey, fingerprint, self._sync_vm,
+                         (vm, vmi)))
+        for key, vmi in world.vmis.items():
+            fingerprint = self._vmi_fingerprint(vmi)
+            wkey = ("vmi", key)
+            seen = settled.get(wkey)
+            if fingerprint is not None and seen is not None and seen[0] == fingerprint \
+                    and now < seen[1]:
+                continue
+            work.append((self._attempted.get(wkey, 0), wkey, fingerprint, self._sync_vmi,
+                         (vmi,)))
+        work.sort(key=lambda item: item[0])  # stable: VMs before VMIs among equals
+        self._passes += 1
+        deadline = asyncio.get_running_loop().time() + self.timings.get(
+            "kubevirt_pass_budget", 0.4)
+        for _, wkey, fingerprint, fn, args in work:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            self._attempted[wkey] = self._passes
+            before = self.api.writes
+            await self._guard(fn, *args)
+            if fingerprint is not None and self.api.writes == before:
+                # each object resyncs on its own schedule (spread by a little jitter)
+                settled[wkey] = (fingerprint, now + resync * (1.0 + random.random() / 10))
+            else:
+                settled.pop(wkey, None)
+        if len(self._attempted) > 2 * (len(world.vms) + len(world.vmis)) + 1000:
+            live = {("vm", k) for k in world.vms} | {("vmi", k) for k in world.vmis}
+            for stale in [k for k in self._attempted if k not in live]:
+                self._attempted.pop(stale, None)
+                settled.pop(stale, None)
 
     def _vm_fingerprint(self, vm: Obj, vmi: Obj | None) -> tuple[Any, ...] | None:
         if deleting(vm) or (vm.get("spec") or {}).get("dataVolumeTemplates") or \

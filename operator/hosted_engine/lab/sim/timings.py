@@ -81,6 +81,12 @@ class LabTimings:
     datavolume_import_time: float = 30.0
     #: guest shutdown on a graceful stop (terminationGracePeriodSeconds of VMIs defaults to 180)
     vm_shutdown_time: float = 10.0
+    #: most seconds of VM/VMI reconciles per pass (what is left waits for the next pass, oldest
+    #: first), so that a mass start never starves heartbeats (a pacing knob, like the scheduler's)
+    kubevirt_pass_budget: float = 0.4
+    #: a settled VM/VMI (nothing it depends on changed) is reconciled again after this long
+    #: (the controllers' informer resync), each object on its own schedule
+    kubevirt_resync_period: float = 10.0
 
     #: more durations for simulators added by plugins (name -> seconds)
     extra: dict[str, float] = field(default_factory=dict)
