@@ -228,7 +228,7 @@ def test_scalar_defaults_in_spec_only() -> None:
     assert health["url"]["default"] == "http://{fqdn}/ovirt-engine/services/health"
     assert health["expect"]["default"] == "DB Up"
     failover = he["properties"]["spec"]["properties"]["failover"]["properties"]
-    assert failover["silenceThreshold"]["default"] == "10s"
+    assert failover["silenceThreshold"]["default"] == "22s"
     status_defaults = [p for p, n in _walk(he["properties"]["status"]) if "default" in n]
     assert status_defaults == []
     list_defaults = [p for p, n in _walk(he) if isinstance(n.get("default"), (list, dict))]

@@ -295,7 +295,7 @@ class Settings:
     startup_grace: timedelta = timedelta(minutes=10)
     restart_grace: timedelta = timedelta(seconds=60)
     stop_timeout: timedelta = timedelta(minutes=2)
-    host_silence: timedelta = timedelta(seconds=10)
+    host_silence: timedelta = timedelta(seconds=22)
     fencing_required: bool = True
     fence_timeout: timedelta = timedelta(minutes=2)
     fence_retry: timedelta = timedelta(seconds=30)

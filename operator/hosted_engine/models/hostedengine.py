@@ -5,9 +5,11 @@ liveliness page healthy on ``DB Up``, the notification keys of ``hosted-engine
 --set-shared-config``). Defaults, and why they differ from oVirt's:
 
 * ``health.restartGrace`` 60s (oVirt: 300 s of bad health, then up to 300 s of shutdown).
-* ``failover.silenceThreshold`` 10s (oVirt: 60 s of stale metadata plus sanlock's 140 s): a
-  node silent for 10 s is lost, its BMC fences it (a few seconds), then the engine is started
-  elsewhere, which keeps node-loss-to-healthy-engine within 30 s on the lab.
+* ``failover.silenceThreshold`` 22s (oVirt: 60 s of stale metadata plus sanlock's 140 s): a
+  node whose Lease missed 2 kubelet renewals (10 s each, plus jitter and a margin; one late
+  renewal is never a loss) is lost, its BMC fences it, then the engine is started elsewhere. A
+  power loss does not wait for it: the Host polls engine hosts' BMCs (5 s) and a host whose BMC
+  reports power off is lost at once.
 * ``failover.startRetries``: real exponential backoff (5s doubling to 5m) and a limit (5) after
   which the operator stops trying and sets Degraded (oVirt's retry penalty is broken and it
   retries forever).
@@ -396,9 +398,11 @@ class Failover(SpecModel):
 
     silence_threshold: Annotated[Duration, DurationRange(minimum="2s", maximum="10m")] = (
         duration_field(
-            "10s",
-            "How long a host's node may be silent (no Lease renewal, NotReady) before it is "
-            "treated as lost; 10s allows a failover within 30s",
+            "22s",
+            "How long a host's node Lease may go unrenewed before the host is treated as lost "
+            "and fenced: 22s is 2 missed kubelet renewals (10s each, 4% jitter) plus a margin, "
+            "so one late renewal is never a lost host. A host whose BMC reports power off is "
+            "lost at once, without this wait",
         )
     )
     require_fencing: bool = Field(

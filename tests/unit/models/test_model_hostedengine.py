@@ -51,7 +51,7 @@ def test_defaults_follow_the_issues_and_ovirt() -> None:
     )
     assert he.health.expect == "DB Up"
     assert he.health.restart_grace.timedelta == timedelta(seconds=60)
-    assert he.failover.silence_threshold.timedelta == timedelta(seconds=10)
+    assert he.failover.silence_threshold.timedelta == timedelta(seconds=22)
     assert he.failover.require_fencing is True
     assert he.failover.move_threshold == 800
     assert he.failover.start_retries.limit == 5
