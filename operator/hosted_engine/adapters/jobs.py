@@ -10,7 +10,9 @@ to the host's Node, and what a finished Job says (exit code, last log lines).
   until its result is recorded; it goes with its owner). The command is either the hook's
   ``command`` or ``/bin/sh /hooks/<key>`` with the ConfigMap mounted read-only at ``/hooks``;
   the run's payload is appended to it either way (CloudStack appends its payload to every
-  stage script).
+  stage script). A hook's ``hostAccess`` adds only what it names: ``hostPID``, ``hostNetwork``,
+  the host's ``/`` mounted at ``/host`` (read-only or read-write), or a privileged container
+  run as root (:class:`HostAccess`).
 - :class:`JobsKube` creates (idempotent: deterministic names), deletes, and reads a finished
   Job's pod for the exit code and the tail of its log (``pods/log?tailLines=``).
 - :func:`job_outcome` (pure) turns a Job and its pod into (state, exit code).
@@ -41,6 +43,7 @@ from hosted_engine.adapters.kubevirt import meta, parse_time, status_of
 JOBS: Final = Resource("batch", "v1", "jobs", namespaced=True)
 PODS: Final = Resource("", "v1", "pods", namespaced=True)
 SERVICE_ACCOUNTS: Final = Resource("", "v1", "serviceaccounts", namespaced=True)
+CONFIGMAPS: Final = Resource("", "v1", "configmaps", namespaced=True)
 
 #: Labels on every hook Job (and its pod): the run, the Host and the stage.
 RUN_LABEL: Final = f"{API_GROUP}/rolling-run"
@@ -76,6 +79,24 @@ def operator_namespace() -> str:
     return DEFAULT_NAMESPACE
 
 
+#: Where the host's root filesystem is mounted when a hook asks for it.
+HOST_ROOT_MOUNT: Final = "/host"
+
+
+@dataclass(frozen=True)
+class HostAccess:
+    """A hook's host privileges (decision 0004); the default grants none."""
+
+    privileged: bool = False
+    host_pid: bool = False
+    host_network: bool = False
+    host_root: str | None = None  # "ReadOnly" | "ReadWrite": the host's / at /host
+
+    @property
+    def any(self) -> bool:
+        return self.privileged or self.host_pid or self.host_network or bool(self.host_root)
+
+
 @dataclass(frozen=True)
 class HookSource:
     """Where a hook's program comes from: ``command`` in ``image``, or a ConfigMap script."""
@@ -84,6 +105,7 @@ class HookSource:
     command: tuple[str, ...] = ()
     configmap: str | None = None
     key: str | None = None
+    host_access: HostAccess = HostAccess()
 
     def argv(self) -> tuple[str, ...]:
         """The command line before the payload is appended."""
@@ -144,11 +166,11 @@ def hook_job_body(
         ],
         "containers": [container],
     }
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
     if source.configmap is not None and source.key is not None:
-        container["volumeMounts"] = [
-            {"name": "hook-script", "mountPath": SCRIPT_MOUNT, "readOnly": True}
-        ]
-        pod_spec["volumes"] = [
+        mounts.append({"name": "hook-script", "mountPath": SCRIPT_MOUNT, "readOnly": True})
+        volumes.append(
             {
                 "name": "hook-script",
                 "configMap": {
@@ -157,7 +179,11 @@ def hook_job_body(
                     "defaultMode": 0o555,
                 },
             }
-        ]
+        )
+    _grant_host_access(source.host_access, pod_spec, container, mounts, volumes)
+    if mounts:
+        container["volumeMounts"] = mounts
+        pod_spec["volumes"] = volumes
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -168,6 +194,35 @@ def hook_job_body(
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }
+
+
+def _grant_host_access(
+    access: HostAccess,
+    pod_spec: dict[str, Any],
+    container: dict[str, Any],
+    mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> None:
+    """Add what the hook asked for, and nothing else, to the pod (in place)."""
+    if access.host_pid:
+        pod_spec["hostPID"] = True
+    if access.host_network:
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    if access.host_root:
+        read_only = access.host_root != "ReadWrite"
+        mounts.append({"name": "host-root", "mountPath": HOST_ROOT_MOUNT, "readOnly": read_only})
+        volumes.append({"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}})
+    if access.privileged:
+        # privileged implies root and escalation (the API refuses privileged together with
+        # allowPrivilegeEscalation: false)
+        container["securityContext"] = {"privileged": True, "allowPrivilegeEscalation": True}
+        pod_spec["securityContext"] = {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,6 +321,17 @@ class JobsKube:
     def find(self, namespace: str, name: str) -> Body | None:
         return self.kube.find(JOBS, name, namespace)
 
+    def script_problem(self, namespace: str, configmap: str, key: str) -> str | None:
+        """Why a hook script cannot be mounted (ConfigMap or key missing), None when it can.
+        Other API errors are raised: the caller decides (no answer is not a refusal)."""
+        found = self.kube.find(CONFIGMAPS, configmap, namespace)
+        if found is None:
+            return f"ConfigMap {namespace}/{configmap} not found"
+        keys = set(found.get("data") or {}) | set(found.get("binaryData") or {})
+        if key not in keys:
+            return f"ConfigMap {namespace}/{configmap} has no key {key!r}"
+        return None
+
     def pods(self, namespace: str, job: str) -> list[Body]:
         return self.kube.list(PODS, namespace, label_selector=f"job-name={job}")
 
@@ -302,11 +368,13 @@ class JobsKube:
 __all__ = [
     "HOOK_SERVICE_ACCOUNT",
     "HOST_LABEL",
+    "HOST_ROOT_MOUNT",
     "JOBS",
     "RUN_LABEL",
     "STAGE_LABEL",
     "STEER_TAINT",
     "HookSource",
+    "HostAccess",
     "JobOutcome",
     "JobsKube",
     "hook_job_body",

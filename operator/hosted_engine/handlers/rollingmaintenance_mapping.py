@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hosted_engine.adapters.jobs import STEER_TAINT, HookSource, JobOutcome
+from hosted_engine.adapters.jobs import STEER_TAINT, HookSource, HostAccess, JobOutcome
 from hosted_engine.adapters.kubevirt import (
     ENGINE_HOST_LABEL,
     FINAL_VMI_PHASES,
@@ -80,14 +80,47 @@ def _hooks(spec: RollingMaintenanceSpec) -> dict[rl.Stage, Hook]:
     return {stage: hook for stage, hook in pairs if hook is not None}
 
 
+#: The spec's field of each stage's hook (for messages that name the field).
+STAGE_FIELDS = {
+    rl.Stage.PRE_FLIGHT: "spec.stages.preFlight",
+    rl.Stage.PRE_MAINTENANCE: "spec.stages.preMaintenance",
+    rl.Stage.MAINTENANCE: "spec.stages.maintenance",
+    rl.Stage.POST_MAINTENANCE: "spec.stages.postMaintenance",
+}
+
+
+def _host_access(hook: Hook) -> HostAccess:
+    access = hook.host_access
+    if access is None:
+        return HostAccess()
+    return HostAccess(
+        privileged=access.privileged,
+        host_pid=access.host_pid,
+        host_network=access.host_network,
+        host_root=access.host_root.value if access.host_root is not None else None,
+    )
+
+
 def hook_sources(spec: RollingMaintenanceSpec) -> dict[rl.Stage, HookSource]:
     out: dict[rl.Stage, HookSource] = {}
     for stage, hook in _hooks(spec).items():
         if hook.script is not None:
             out[stage] = HookSource(image=hook.image, configmap=hook.script.name,
-                                    key=hook.script.key)
+                                    key=hook.script.key, host_access=_host_access(hook))
         else:
-            out[stage] = HookSource(image=hook.image, command=tuple(hook.command or ()))
+            out[stage] = HookSource(image=hook.image, command=tuple(hook.command or ()),
+                                    host_access=_host_access(hook))
+    return out
+
+
+def script_refs(sources: Mapping[rl.Stage, HookSource],
+                stages: Iterable[rl.Stage]) -> dict[rl.Stage, tuple[str, str, str]]:
+    """(ConfigMap, key, field path) of every stage in ``stages`` whose hook is a script."""
+    out = {}
+    for stage in stages:
+        src = sources.get(stage)
+        if src is not None and src.configmap is not None and src.key is not None:
+            out[stage] = (src.configmap, src.key, f"{STAGE_FIELDS[stage]}.script")
     return out
 
 
@@ -122,6 +155,7 @@ def rolling_spec(spec: RollingMaintenanceSpec) -> rl.RollingSpec:
         },
         maintenance_timeout_s=stage_timeout,
         max_unavailable=spec.max_unavailable,
+        pre_maintenance_ahead=spec.pre_maintenance_ahead,
         paused=spec.paused,
         abort=spec.abort,
     )
@@ -486,6 +520,7 @@ def host_names(state: rl.RunState | None) -> Iterable[str]:
 
 
 __all__ = [
+    "STAGE_FIELDS",
     "HostInfo",
     "NodeInfo",
     "World",
@@ -499,6 +534,7 @@ __all__ = [
     "node_info",
     "pod_usage",
     "rolling_spec",
+    "script_refs",
     "to_status",
     "vmi_usage",
     "wanted_requests",

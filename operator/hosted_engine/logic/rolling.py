@@ -34,7 +34,12 @@ The run, step by step (CloudStack's order, ``hosts.rst`` "KVM Rolling Maintenanc
    and wait up to ``maintenanceTimeout`` for the Host to reach Maintenance (a refusal fails the
    host) -> Maintenance hook -> end maintenance and wait for Up (bounded by ``stageTimeout``)
    -> PostMaintenance. Exit 70 of the Maintenance or PostMaintenance hook is a failure, as in
-   CloudStack.
+   CloudStack. With ``preMaintenanceAhead`` the PreMaintenance hook of the next hosts in line
+   (at most ``maxUnavailable``) runs while they wait for a slot (they are Up and keep their
+   VMs); the capacity is still checked when the host gets its slot
+   (docs/decisions/0007-premaintenance-ahead.md). Before a stage starts, its hook script must
+   exist (``missing_hooks`` of the observation): a missing one fails the stage without a Job;
+   before the run starts, a missing one keeps the run Pending (``Ready=False``).
 6. **A failing stage**: without ``forced`` the run stops: that host's maintenance is cancelled
    (:class:`EndMaintenance`), no other host starts, hosts already under way finish their
    sequence, then the group's scheduling is restored and the run is Failed with the error.
@@ -51,7 +56,8 @@ recorded here, or a lost Job is recreated and the stage runs again.
 
 :func:`simulate` drives :func:`step` against a simulated world (hooks and drains that take given
 durations) and returns the run's total duration: the benchmark compares a run with
-``maxUnavailable`` and parallel PreFlight against :func:`cloudstack_order` of the same spec.
+``maxUnavailable`` and parallel PreFlight against :func:`cloudstack_order` of the same spec,
+optionally with CloudStack's polling (its ping interval for stages, 30 s for maintenance).
 """
 
 from __future__ import annotations
@@ -198,15 +204,49 @@ class RollingSpec:
     preflight_parallelism: int | None = None  # None: every host at once
     engine_spares: int = 1
     post_maintenance_holds_slot: bool = False  # True: CloudStack's strict one-after-another
+    # True: the PreMaintenance hook of the next hosts in line (at most maxUnavailable) runs
+    # while the slot holders are in maintenance (docs/decisions/0007-premaintenance-ahead.md)
+    pre_maintenance_ahead: bool = False
+    # CloudStack's polling, to reproduce its timing (cloudstack_order): a stage's end is seen
+    # only at its next poll (kvm.rolling.maintenance.ping.interval), a host in Maintenance only
+    # at the next check of waitForHostInMaintenance (every 30 s). None: seen when it happens.
+    stage_poll_s: float | None = None
+    maintenance_poll_s: float | None = None
     paused: bool = False
     abort: bool = False
 
 
-def cloudstack_order(spec: RollingSpec) -> RollingSpec:
+#: CloudStack's defaults: ``kvm.rolling.maintenance.ping.interval`` (10 s) and the fixed 30 s
+#: step of ``RollingMaintenanceManagerImpl.waitForHostInMaintenance`` (apache/cloudstack,
+#: server/src/main/java/com/cloud/resource/RollingMaintenanceManagerImpl.java).
+CLOUDSTACK_PING_INTERVAL_S = 10.0
+CLOUDSTACK_MAINTENANCE_POLL_S = 30.0
+
+
+def cloudstack_order(
+    spec: RollingSpec,
+    *,
+    ping_interval_s: float | None = None,
+    maintenance_poll_s: float | None = None,
+) -> RollingSpec:
     """The same run in CloudStack's order: PreFlight one host at a time, then one host at a
-    time, the next host starting only after the previous one's PostMaintenance."""
+    time, the next host starting only after the previous one's PostMaintenance.
+
+    ``ping_interval_s`` / ``maintenance_poll_s``: also CloudStack's reaction time. Its
+    management server sends a stage's command, then polls the agent every ping interval until
+    the stage is finished (``sendRollingMaintenanceCommandToHost``), and after asking for
+    maintenance checks the host's state at once and then every 30 s
+    (``waitForHostInMaintenance``). None (the default) leaves CloudStack the operator's own,
+    watch-driven reaction time, which flatters it.
+    """
     return replace(
-        spec, max_unavailable=1, preflight_parallelism=1, post_maintenance_holds_slot=True
+        spec,
+        max_unavailable=1,
+        preflight_parallelism=1,
+        post_maintenance_holds_slot=True,
+        pre_maintenance_ahead=False,
+        stage_poll_s=ping_interval_s,
+        maintenance_poll_s=maintenance_poll_s,
     )
 
 
@@ -239,6 +279,9 @@ class RollingObservation:
     hosts: Sequence[HostView]
     jobs: Mapping[str, JobView] = field(default_factory=dict)
     poll_interval_s: float = 10.0
+    # stage -> why its hook script cannot be run now (a message that names the spec field);
+    # the run does not start while any is missing, and a stage that would start fails
+    missing_hooks: Mapping[Stage, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- actions
@@ -320,6 +363,7 @@ class StageRecord:
     exit_code: int | None = None
     log_tail: str = ""
     message: str = ""
+    polls: int = 0  # with stage_poll_s: polls made so far (CloudStack's timing only)
 
 
 @dataclass
@@ -332,6 +376,7 @@ class HostRun:
     maintenance_ending_at: datetime | None = None
     maintenance_ended: bool = False
     message: str = ""
+    maintenance_polls: int = 0  # with maintenance_poll_s: checks made so far
 
 
 @dataclass
@@ -389,6 +434,7 @@ class RunState:
                     exit_code=r.get("exitCode"),
                     log_tail=r.get("logTail", ""),
                     message=r.get("message", ""),
+                    polls=int(r.get("polls", 0)),
                 )
                 for stage, r in h.get("stages", {}).items()
             }
@@ -402,6 +448,7 @@ class RunState:
                     maintenance_ending_at=_parse_ts(h.get("maintenanceEndingAt")),
                     maintenance_ended=bool(h.get("maintenanceEnded", False)),
                     message=h.get("message", ""),
+                    maintenance_polls=int(h.get("maintenancePolls", 0)),
                 )
             )
         return cls(
@@ -569,6 +616,12 @@ def _start(ctx: _Ctx) -> bool:
             f"{obs.poll_interval_s:g}s",
         )
         return False
+    if obs.missing_hooks:
+        # not a failure: the run waits (Pending) until the scripts are there
+        message = "; ".join(obs.missing_hooks[st] for st in Stage if st in obs.missing_hooks)
+        ctx.condition("Ready", "False", "HookScriptMissing", message)
+        ctx.event("Warning", "HookScriptMissing", f"not starting: {message}")
+        return False
     pairs = resolve_scope(spec.scope, obs.hosts)
     if not pairs:
         _finish(ctx, RunPhase.FAILED, "EmptyScope", "the scope matches no Host")
@@ -625,12 +678,22 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
     if rec is None:
         if not ctx.may_start:
             return None
-        h.stages[stage.value] = StageRecord(job_name=name, started_at=ctx.now)
+        rec = StageRecord(job_name=name, started_at=ctx.now)
+        h.stages[stage.value] = rec
+        missing = obs.missing_hooks.get(stage)
+        if missing is not None:  # checked right before the stage, as CloudStack does
+            rec.result = StageResult.FAILED
+            rec.finished_at = ctx.now
+            rec.message = f"{stage.value} not started: {missing}"
+            ctx.event("Warning", "HookScriptMissing", f"{h.name}: {rec.message}")
+            return rec.result
         ctx.actions.append(run)
         return None
     if rec.result is not None:
         return rec.result
     job = obs.jobs.get(rec.job_name)
+    if job is not None and job.state is not JobState.RUNNING and not _polled(ctx, rec):
+        job = JobView(JobState.RUNNING)  # finished, but CloudStack has not asked yet
     if job is None or job.state is JobState.RUNNING:
         if (ctx.now - rec.started_at).total_seconds() >= timeout:
             ctx.actions.append(DeleteHook(rec.job_name))
@@ -653,6 +716,44 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
         rec.result = StageResult.FAILED
         rec.message = f"{stage.value} failed with exit code {job.exit_code}"
     return rec.result
+
+
+def _polls_due(since: datetime, poll_s: float, now: datetime) -> int:
+    """How many polls every ``poll_s`` after ``since`` are due by ``now``."""
+    return int(((now - since).total_seconds() + 1e-6) // poll_s)  # times are in microseconds
+
+
+def _polled(ctx: _Ctx, rec: StageRecord) -> bool:
+    """With CloudStack's polling: has a poll been made since the last one saw the hook
+    running? (Counts the poll; without polling, always True.)"""
+    poll = ctx.spec.stage_poll_s
+    if poll is None:
+        return True
+    due = _polls_due(rec.started_at, poll, ctx.now)
+    if due <= rec.polls:
+        return False
+    rec.polls = due
+    return True
+
+
+def poll_deadline(state: RunState, spec: RollingSpec, now: datetime) -> datetime | None:
+    """With CloudStack's polling: when its next poll of a stage or a maintenance is due."""
+    due: list[datetime] = []
+    for h in state.hosts:
+        if spec.stage_poll_s is not None:
+            for rec in h.stages.values():
+                if rec.result is None:
+                    n = _polls_due(rec.started_at, spec.stage_poll_s, now) + 1
+                    due.append(rec.started_at + timedelta(seconds=n * spec.stage_poll_s))
+        if (
+            spec.maintenance_poll_s is not None
+            and h.phase is HostPhase.ENTERING_MAINTENANCE
+            and h.maintenance_requested_at is not None
+        ):
+            since = h.maintenance_requested_at
+            n = _polls_due(since, spec.maintenance_poll_s, now) + 1
+            due.append(since + timedelta(seconds=n * spec.maintenance_poll_s))
+    return min(due) if due else None
 
 
 def _host_failed(ctx: _Ctx, h: HostRun, message: str) -> None:
@@ -731,16 +832,14 @@ def _groups(ctx: _Ctx) -> None:
         if not s.stopping:
             for h in _start_hosts(ctx, members):  # a host just started moves on at once
                 _advance(ctx, h)
+        if ctx.spec.pre_maintenance_ahead and not s.stopping:
+            _run_ahead(ctx, members)
         active = [h for h in members if h.phase not in HOST_FINISHED]
         waiting = [h for h in active if h.phase is HostPhase.READY]
         if s.stopping and len(active) == len(waiting):
-            for h in waiting:
-                h.phase = HostPhase.CANCELLED
-                h.message = "not started: the run stopped"
             for other in s.hosts:
                 if other.phase is HostPhase.READY:
-                    other.phase = HostPhase.CANCELLED
-                    other.message = "not started: the run stopped"
+                    _cancel_waiting(ctx, other)
             _finish(ctx, RunPhase.FAILED, s.reason or "StageFailed", s.message)
             return
         if active:
@@ -756,6 +855,34 @@ def _groups(ctx: _Ctx) -> None:
         _finish(ctx, RunPhase.SUCCEEDED, "CompletedWithFailures", msg)
     else:
         _finish(ctx, RunPhase.SUCCEEDED, "Completed", f"{done} hosts done, {skipped} skipped")
+
+
+def _cancel_waiting(ctx: _Ctx, h: HostRun) -> None:
+    """A host that never got its slot: not started (a hook run ahead is stopped)."""
+    for rec in h.stages.values():
+        if rec.result is None:
+            ctx.actions.append(DeleteHook(rec.job_name))
+            rec.result = StageResult.FAILED
+            rec.finished_at = ctx.now
+            rec.message = "cancelled: the run stopped"
+    h.phase = HostPhase.CANCELLED
+    h.message = "not started: the run stopped"
+
+
+def _run_ahead(ctx: _Ctx, members: list[HostRun]) -> None:
+    """PreMaintenance of the next hosts in line (at most maxUnavailable of them) while the
+    slot holders are in maintenance: it runs on a host that is Up and keeps its VMs, so it
+    takes no capacity; its result is used when the host gets its slot (the capacity is
+    checked again then). Exit 70 skips the host at once; a failure is the host's failure."""
+    ahead = [h for h in members if h.phase is HostPhase.READY][: ctx.spec.max_unavailable]
+    for h in ahead:
+        result = _hook(ctx, h, Stage.PRE_MAINTENANCE)
+        if result is StageResult.SKIPPED:
+            h.phase = HostPhase.SKIPPED
+            h.message = "PreMaintenance exit 70: no maintenance needed"
+            ctx.event("Normal", "HostSkipped", f"{h.name}: {h.message}")
+        elif result in (StageResult.FAILED, StageResult.TIMED_OUT):
+            _host_failed(ctx, h, h.stages[Stage.PRE_MAINTENANCE.value].message)
 
 
 def _holders(ctx: _Ctx) -> set[str]:
@@ -820,7 +947,12 @@ def _advance(ctx: _Ctx, h: HostRun) -> None:
     state = view.state if view else "Unknown"
     if h.phase is HostPhase.ENTERING_MAINTENANCE:
         assert h.maintenance_requested_at is not None
-        if state == "Maintenance":
+        seen = True
+        if spec.maintenance_poll_s is not None:  # CloudStack looks only every 30 s
+            due = _polls_due(h.maintenance_requested_at, spec.maintenance_poll_s, ctx.now)
+            seen = due > h.maintenance_polls
+            h.maintenance_polls = max(due, h.maintenance_polls)
+        if state == "Maintenance" and seen:
             h.phase = HostPhase.MAINTENANCE
         elif view is not None and view.maintenance_refused:
             _host_failed(ctx, h, f"maintenance refused: {view.maintenance_refused}")
@@ -996,6 +1128,10 @@ def simulate(
             total = (now - t0).total_seconds()
             created = len(jobs) + deleted
             return SimResult(total, state, steps, max_seen, run_hooks, created, tuple(timeline))
+        poll = poll_deadline(state, spec, now)
+        if poll is not None:  # CloudStack's next poll: the planner must look then
+            seq += 1
+            heapq.heappush(events, (poll, seq, "tick", "", ""))
         if not events:
             raise RuntimeError("simulation stalled: nothing scheduled and the run not finished")
         now = events[0][0]

@@ -179,6 +179,12 @@ class RollingMaintenanceSpec(SpecModel):
     max_unavailable: Annotated[int, Field(ge=1, le=100)] = Field(
         default=1, description="Hosts of a group in maintenance at once (when capacity allows)."
     )
+    pre_maintenance_ahead: bool = Field(
+        default=False,
+        description="Run the PreMaintenance hook of the next hosts in line (at most "
+        "maxUnavailable) while the hosts before them are in maintenance; only for "
+        "PreMaintenance hooks that look at their own host (docs/decisions/0007).",
+    )
     paused: bool = Field(default=False, description="Finish the running step, then wait.")
     abort: bool = Field(default=False, description="Stop the run (cannot be undone).")
 
