@@ -20,10 +20,11 @@ from harness import (
     wait_for,
 )
 from hosted_engine.adapters.kube import Resource, hostedengine_resource
-from hostedengine_lab import NS, ROOT, SECRETS, fast_spec, wait_up
+from hostedengine_lab import NS, PVCS, ROOT, SECRETS, fast_spec, wait_up
 from test_backup import (
     BACKUPS,
     BUCKET,
+    DISK_BYTES,
     ENGINE,
     S3,
     SECRET_KEY,
@@ -38,6 +39,10 @@ from test_backup import (
 
 pytestmark = pytest.mark.lab
 
+CONTENT_SHA = "lab.hostedengine.io/content-sha256"
+CONTENT_SIZE = "lab.hostedengine.io/content-size"
+SEED = "lab.hostedengine.io/disk-seed"
+
 RESTORES = hostedengine_resource("restores", namespaced=True)
 DATAVOLUMES = Resource("cdi.kubevirt.io", "v1beta1", "datavolumes", namespaced=True)
 VMS = Resource("kubevirt.io", "v1", "virtualmachines", namespaced=True)
@@ -48,15 +53,41 @@ def s3() -> Iterator[S3]:
     yield from moto_s3()
 
 
-def backed_up(cluster: Cluster, s3: S3, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A running engine and one good backup of it on S3; returns the run."""
-    engine_ready(cluster, spec)
-    s3_secret(cluster)
-    cluster.create(BACKUPS, backup_body("before", s3_target(s3)))
+def backed_up(cluster: Cluster, s3: S3 | None, spec: dict[str, Any] | None = None,
+              directory: str | None = None) -> dict[str, Any]:
+    """A running engine and one good backup of it on S3 (or in ``directory``); returns the run
+    with the disk's raw SHA-256 under ``diskSha256``."""
+    sha = engine_ready(cluster, spec)
+    if s3 is not None:
+        s3_secret(cluster)
+        target = s3_target(s3)
+    else:
+        target = {"filesystem": {"path": directory}}
+    cluster.create(BACKUPS, backup_body("before", target))
     st = wait_runs(cluster, "before", lambda runs: bool(runs), "the backup")
     run: dict[str, Any] = st["runs"][0]
     assert run["phase"] == "Succeeded", run
-    return run
+    return {**run, "diskSha256": sha}
+
+
+def restored_content(cluster: Cluster, claim: str) -> tuple[str, int, str]:
+    """(SHA-256, size, content seed) of what CDI wrote into the claim."""
+    pvc = cluster.get(PVCS, claim, NS)
+    assert pvc is not None
+    notes = pvc["metadata"].get("annotations") or {}
+    return notes.get(CONTENT_SHA, ""), int(notes.get(CONTENT_SIZE, -1)), notes.get(SEED, "")
+
+
+def engine_disk_seed(cluster: Cluster, engine: str) -> str:
+    """The content seed of the disk the engine's VM runs from."""
+    vm = cluster.get(VMS, engine, NS)
+    assert vm is not None
+    volumes = vm["spec"]["template"]["spec"]["volumes"]
+    claims = [v.get("dataVolume", {}).get("name") or v.get("persistentVolumeClaim", {}).get(
+        "claimName") for v in volumes]
+    seeds = [(cluster.get(PVCS, c, NS) or {}).get("metadata", {}).get("annotations", {}).get(
+        SEED, "") for c in claims if c]
+    return next((s for s in seeds if s.startswith("blob:")), "")
 
 
 def restore_body(name: str, engine: str, **spec: Any) -> dict[str, Any]:
@@ -174,15 +205,38 @@ def test_restore_of_a_working_engine_gives_a_new_engine_and_reports_missing_host
     assert dv is not None
     assert dv["spec"]["source"]["s3"]["url"] == \
         f"{s3.endpoint}/{BUCKET}/lab/{NS}/{ENGINE}/{run['id']}/disk.img.gz"
-    # the engine made from the backup comes up
+    # CDI downloaded the stored disk from S3: the claim holds exactly the backed-up bytes
+    sha, size, seed = restored_content(cluster, "engine-restored-restored-disk")
+    assert (sha, size) == (run["diskSha256"], DISK_BYTES)
+    # the engine made from the backup comes up, from a clone of those bytes
     wait_up(cluster, name="engine-restored", timeout=90)
     assert field(cluster.get(HOSTEDENGINES, "engine-restored", NS), "status.state") == "EngineUp"
+    assert engine_disk_seed(cluster, "engine-restored") == seed
     # the copied S3 keys never show in status or Events
     text = json.dumps(cluster.get(RESTORES, "back", NS)) + json.dumps(
         cluster.events_for("back", NS))
     assert SECRET_KEY not in text and SECRET_KEY not in caplog.text
     assert cluster.get(SECRETS, "engine-restored-restored-disk", NS) is not None
     assert status(cluster, "before")["lastSuccessfulRun"] == run["id"]
+
+
+def test_restore_from_a_directory_uploads_the_disk_through_cdi_upload_proxy(
+        cluster: Cluster, tmp_path: Any) -> None:
+    run = backed_up(cluster, None, directory=str(tmp_path))
+    cluster.apply_yaml(ROOT / "examples" / "lab" / "storagedomain-data.yaml")
+    cluster.wait_field(STORAGEDOMAINS, "data", "status.state", "Active", timeout=30)
+    cluster.create(RESTORES, restore_body("from-dir", "engine-dir", storageDomain="data"))
+    st = finished(cluster, "from-dir", timeout=90)
+    assert st["phase"] == "Succeeded", st
+    assert st["run"] == run["id"] and st["objectsVerified"] == 3
+    dv = cluster.get(DATAVOLUMES, "engine-dir-restored-disk", NS)
+    assert dv is not None
+    assert dv["spec"]["source"] == {"upload": {}} and dv["status"]["phase"] == "Succeeded"
+    sha, size, _ = restored_content(cluster, "engine-dir-restored-disk")
+    assert (sha, size) == (run["diskSha256"], DISK_BYTES)
+    new = cluster.get(HOSTEDENGINES, "engine-dir", NS)
+    assert new is not None
+    assert new["spec"]["vm"]["image"]["pvc"] == {"claimName": "engine-dir-restored-disk"}
 
 
 def test_restore_refuses_a_backup_without_a_good_run(cluster: Cluster) -> None:

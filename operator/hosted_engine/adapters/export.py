@@ -340,6 +340,12 @@ DATAVOLUMES: Final = Resource("cdi.kubevirt.io", "v1beta1", "datavolumes", True)
 CONFIGMAPS: Final = Resource("", "v1", "configmaps", True)
 STORAGEDOMAINS: Final = hostedengine_resource("storagedomains", namespaced=False)
 RESTORE_LABEL: Final = "hostedengine.io/restore"
+UPLOAD_TOKENS: Final = Resource("upload.cdi.kubevirt.io", "v1beta1", "uploadtokenrequests", True)
+CDICONFIGS: Final = Resource("cdi.kubevirt.io", "v1beta1", "cdiconfigs", False)
+#: where CDI publishes the upload proxy's CA (the cdi-uploadproxy-signer's bundle)
+UPLOAD_CA: Final = ("cdi", "cdi-uploadproxy-signer-bundle", "ca-bundle.crt")
+#: the upload proxy's in-cluster Service, when CDIConfig publishes no URL
+UPLOAD_PROXY_SERVICE: Final = "cdi-uploadproxy.cdi.svc"
 
 
 class _Tally:
@@ -419,6 +425,100 @@ def verify_run(store: ObjectStore, prefix: str, manifest_sha256: str | None = No
     return Verification(manifest, he_definition, mismatches, verified)
 
 
+def upload_disk_body(namespace: str, name: str, *, size: str, storage_class: str | None,
+                     labels: Mapping[str, str], access_modes: list[str] | None = None,
+                     volume_mode: str | None = None) -> dict[str, Any]:
+    """A CDI DataVolume waiting for the disk through the upload proxy (``source.upload``)."""
+    body = import_disk_body(namespace, name, url="", secret=None, ca_config_map=None, size=size,
+                            storage_class=storage_class, labels=labels,
+                            access_modes=access_modes, volume_mode=volume_mode)
+    body["spec"]["source"] = {"upload": {}}
+    return body
+
+
+@dataclass
+class UploadProxy:
+    url: str
+    ca_pem: str | None
+
+
+def upload_proxy(kube: Kube) -> UploadProxy:
+    """CDI's upload proxy: ``CDIConfig/config``'s ``status.uploadProxyURL`` (a host, maybe
+    with a scheme) or the in-cluster Service; its CA from the signer bundle ConfigMap (none:
+    the system's trust store)."""
+    config = kube.find(CDICONFIGS, "config") or {}
+    host = str(_status(config).get("uploadProxyURL") or UPLOAD_PROXY_SERVICE)
+    url = host if "://" in host else f"https://{host}"
+    namespace, name, key = UPLOAD_CA
+    ca = None
+    with contextlib.suppress(KubeError):
+        bundle = kube.find(CONFIGMAPS, name, namespace) or {}
+        ca = (bundle.get("data") or {}).get(key) or None
+    return UploadProxy(url.rstrip("/"), ca)
+
+
+def upload_token(kube: Kube, namespace: str, claim: str) -> str:
+    """A token for one upload to ``claim`` (an UploadTokenRequest; CDI's tokens last 5 min)."""
+    response = kube.create(UPLOAD_TOKENS, {
+        "apiVersion": UPLOAD_TOKENS.api_version, "kind": "UploadTokenRequest",
+        "metadata": {"name": claim, "namespace": namespace}, "spec": {"pvcName": claim}})
+    token = str(_status(response).get("token") or "")
+    if not token:
+        raise KubeError(f"UploadTokenRequest for {claim}: no token in the response")
+    return token
+
+
+class UploadRefused(StoreError):
+    """The upload proxy refused the content (HTTP 4xx other than 401): do not retry."""
+
+
+@dataclass
+class Sent:
+    size: int
+    sha256: str
+
+
+def upload_disk(proxy: UploadProxy, token: str, chunks: Iterator[bytes],
+                stop: threading.Event | None = None) -> Sent:
+    """Stream ``chunks`` (the stored disk, gzip: the upload server decompresses it) to the
+    upload proxy, TLS verified; returns the size and SHA-256 of what was sent."""
+    ca_file = None
+    verify: bool | str = True
+    if proxy.ca_pem:
+        fd, ca_file = tempfile.mkstemp(prefix="upload-ca-", suffix=".pem")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(proxy.ca_pem)
+        verify = ca_file
+    sha = hashlib_sha256()
+    sent = [0]
+
+    def body() -> Iterator[bytes]:
+        for chunk in chunks:
+            if stop is not None and stop.is_set():
+                raise Cancelled("operator stopping")
+            sha.update(chunk)
+            sent[0] += len(chunk)
+            yield chunk
+
+    try:
+        response = requests.post(f"{proxy.url}/v1beta1/upload", data=body(), verify=verify,
+                                 timeout=HTTP_TIMEOUT,
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/octet-stream"})
+    except requests.RequestException as exc:
+        raise StoreError(f"upload proxy: {type(exc).__name__}") from None
+    finally:
+        if ca_file:
+            with contextlib.suppress(OSError):
+                os.unlink(ca_file)
+    if response.status_code != 200:
+        message = f"upload proxy: HTTP {response.status_code}: {response.text.strip()[:300]}"
+        if 400 <= response.status_code < 500 and response.status_code not in (401, 409):
+            raise UploadRefused(message)
+        raise StoreError(message)
+    return Sent(sent[0], sha.hexdigest())
+
+
 def import_disk_body(namespace: str, name: str, *, url: str, secret: str | None,
                      ca_config_map: str | None, size: str, storage_class: str | None,
                      labels: Mapping[str, str], access_modes: list[str] | None = None,
@@ -452,6 +552,7 @@ __all__ = [
     "RESTORES",
     "RUN_LABEL",
     "SNAPSHOTS",
+    "UPLOAD_TOKENS",
     "BackupKube",
     "Cancelled",
     "ExportLink",
@@ -460,6 +561,10 @@ __all__ = [
     "iter_export",
     "prefetch",
     "run_prefix",
+    "upload_disk",
+    "upload_disk_body",
+    "upload_proxy",
     "upload_run",
+    "upload_token",
     "verify_run",
 ]

@@ -22,9 +22,14 @@ How it runs
     Every step is idempotent (deterministic names, create-or-get) and the phase is in status
     before the step acts, so a restarted operator resumes where it stopped.
 
+    A run on a directory (filesystem target) cannot be read by CDI: its DataVolume has
+    ``source.upload`` and, once UploadReady, the operator streams the stored disk (gzip) to
+    CDI's upload proxy with a token from an UploadTokenRequest (ADR 0005). CDI retries a
+    failing import for ever (``restartCount``); after ``IMPORT_RESTARTS`` restarts the restore
+    fails with the importer's message.
+
 Limits
-    A run on a filesystem target can be verified but its disk cannot be imported (CDI cannot
-    read the operator's filesystem): such a restore fails after verification with that reason.
+    A run on a ``pvc`` target cannot be restored yet (the target itself is refused).
 """
 
 from __future__ import annotations
@@ -52,12 +57,17 @@ from hosted_engine.adapters.export import (
     RESTORES,
     STORAGEDOMAINS,
     Cancelled,
+    UploadRefused,
     import_disk_body,
     run_prefix,
+    upload_disk,
+    upload_disk_body,
+    upload_proxy,
+    upload_token,
     verify_run,
 )
 from hosted_engine.adapters.kube import SECRETS, Kube, KubeError
-from hosted_engine.adapters.objectstore import StoreError, open_store
+from hosted_engine.adapters.objectstore import ObjectStore, StoreError, open_store
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers.host import Triggers
 from hosted_engine.handlers.startup import kube_client
@@ -83,6 +93,8 @@ log = logging.getLogger(__name__)
 
 PLURAL: Final = "restores"
 POLL: Final = 1.0
+#: importer restarts (CDI retries a failing import for ever) after which a restore gives up
+IMPORT_RESTARTS: Final = 3
 ERROR_BACKOFF: Final = 5.0
 _STATE: Final = "restore-state"
 _CDI_ACCESS: Final = "accessKeyId"
@@ -223,11 +235,14 @@ class RestoreReconciler:
             status.phase = RestorePhase.RESTORING
             status.hosted_engine = he_name
             self._write(namespace, name, status, conds, generation, now)
-            if target.s3 is None:
-                raise Refused("the disk of a run on a filesystem or pvc target cannot be "
-                              "imported by CDI; copy the run to S3 and restore from there")
+            if target.s3 is None and target.filesystem is None:
+                raise Refused("the disk of a run on a pvc target cannot be restored yet; copy "
+                              "the run to S3 or a directory and restore from there")
             claim = lb.restored_disk_name(he_name)
-            if not self._disk_ready(body, spec, target, folder, claim, he_def):
+            disk: Mapping[str, Any] = next(
+                (o for o in check.manifest["objects"] if o.get("name") == lb.DISK), {})
+            if not self._disk_ready(body, spec, target, folder, claim, he_def, store, disk,
+                                    stop):
                 return POLL
             if existing is None:
                 engine_spec = lb.restored_engine_spec(
@@ -257,19 +272,45 @@ class RestoreReconciler:
         return None
 
     def _disk_ready(self, owner: Mapping[str, Any], spec: RestoreSpec, target: BackupTarget,
-                    folder: str, claim: str, he_def: Mapping[str, Any]) -> bool:
-        """Create (once) the DataVolume importing the disk; True once it has Succeeded."""
+                    folder: str, claim: str, he_def: Mapping[str, Any], store: ObjectStore,
+                    disk: Mapping[str, Any], stop: threading.Event) -> bool:
+        """Create (once) the DataVolume of the disk; True once it has Succeeded.
+
+        S3: CDI imports the stored disk itself. A directory: CDI cannot read it, so the
+        DataVolume waits for an upload (``source.upload``) and the operator streams the stored
+        disk to CDI's upload proxy once it is UploadReady (ADR 0005)."""
         namespace = str((owner.get("metadata") or {}).get("namespace"))
         dv = self.kube.find(DATAVOLUMES, claim, namespace)
         if dv is not None:
-            phase = (dv.get("status") or {}).get("phase")
+            st = dv.get("status") or {}
+            phase = st.get("phase")
             if phase == "Failed":
                 raise Refused(f"import of the disk failed (DataVolume {claim})")
+            restarts = int(st.get("restartCount") or 0)
+            if restarts >= IMPORT_RESTARTS and phase != "Succeeded":
+                running: Mapping[str, Any] = next((c for c in st.get("conditions") or []
+                                if c.get("type") == "Running"), {})
+                raise Refused(f"import of the disk failed {restarts} times (DataVolume "
+                              f"{claim}): {running.get('message') or 'no message'}")
+            if phase == "UploadReady":
+                self._upload(namespace, claim, store, folder, disk, stop)
+                return False
             return bool(phase == "Succeeded")
-        s3 = target.s3
-        assert s3 is not None
-        ref = s3.credentials_secret_ref
         labels = {RESTORE_LABEL: str((owner.get("metadata") or {}).get("name"))}
+        he_vm = (he_def.get("spec") or {}).get("vm") or {}
+        size = str((he_vm.get("disk") or {}).get("size") or "58Gi")
+        domain = spec.storage_domain or (he_vm.get("disk") or {}).get("storageDomain")
+        sd_status: Mapping[str, Any] = {}
+        if domain:
+            sd_status = (self.kube.find(STORAGEDOMAINS, str(domain)) or {}).get("status") or {}
+        if target.s3 is None:
+            self.kube.create_or_get(DATAVOLUMES, upload_disk_body(
+                namespace, claim, size=size, storage_class=sd_status.get("storageClassName"),
+                labels=labels, access_modes=sd_status.get("accessModes"),
+                volume_mode=sd_status.get("volumeMode")), owner=owner)
+            return False
+        s3 = target.s3
+        ref = s3.credentials_secret_ref
         try:
             access = self.kube.read_secret(ref.namespace or namespace, ref.name, "accessKeyId")
             secret = self.kube.read_secret(ref.namespace or namespace, ref.name,
@@ -294,18 +335,31 @@ class RestoreReconciler:
             }, owner=owner)
         prefix = "/".join(p for p in (s3.prefix.strip("/"), folder, lb.DISK) if p)
         url = f"{str(s3.endpoint).rstrip('/')}/{s3.bucket}/{prefix}"
-        he_vm = (he_def.get("spec") or {}).get("vm") or {}
-        size = str((he_vm.get("disk") or {}).get("size") or "58Gi")
-        domain = spec.storage_domain or (he_vm.get("disk") or {}).get("storageDomain")
-        sd_status: Mapping[str, Any] = {}
-        if domain:
-            sd_status = (self.kube.find(STORAGEDOMAINS, str(domain)) or {}).get("status") or {}
         self.kube.create_or_get(DATAVOLUMES, import_disk_body(
             namespace, claim, url=url, secret=claim, ca_config_map=ca_map, size=size,
             storage_class=sd_status.get("storageClassName"), labels=labels,
             access_modes=sd_status.get("accessModes"), volume_mode=sd_status.get("volumeMode"),
         ), owner=owner)
         return False
+
+    def _upload(self, namespace: str, claim: str, store: ObjectStore, folder: str,
+                disk: Mapping[str, Any], stop: threading.Event) -> None:
+        """Stream the stored disk to CDI's upload proxy (a fresh token each attempt). What was
+        sent is hashed on the way: bytes that no longer match the verified manifest refuse the
+        restore and the DataVolume is deleted."""
+        try:
+            proxy = upload_proxy(self.kube)
+            token = upload_token(self.kube, namespace, claim)
+            sent = upload_disk(proxy, token, store.iter_object(f"{folder}/{lb.DISK}"), stop)
+        except UploadRefused as exc:
+            raise Refused(f"the upload of the disk was refused: {exc}") from None
+        if disk and (sent.size != disk.get("size") or sent.sha256 != disk.get("sha256")):
+            with contextlib.suppress(KubeError):
+                self.kube.delete(DATAVOLUMES, claim, namespace)
+            raise Refused(f"{lb.DISK} changed after it was verified (sent {sent.size} bytes, "
+                          f"SHA-256 {sent.sha256}); the uploaded disk was deleted")
+        log.info("restore: disk uploaded to DataVolume %s/%s (%d bytes)", namespace, claim,
+                 sent.size)
 
     # -- status -----------------------------------------------------------------------------
     def _fail(self, body: Mapping[str, Any], status: RestoreStatus, conds: list[Condition],
