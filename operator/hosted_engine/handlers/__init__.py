@@ -7,6 +7,7 @@ from hosted_engine.handlers import (
     backup,
     host,
     hostedengine,
+    kopf_scale,  # before kopf.operator() builds its toggle sets: see the module
     restore,
     rollingmaintenance,
     startup,
@@ -17,6 +18,7 @@ __all__ = [
     "backup",
     "host",
     "hostedengine",
+    "kopf_scale",
     "restore",
     "rollingmaintenance",
     "startup",
