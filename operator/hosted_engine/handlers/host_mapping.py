@@ -276,23 +276,30 @@ def vmis_on(world: World, node: str) -> list[Obj]:
 
 
 def allocated_on(world: World, node: str) -> tuple[int, int]:
-    mem = cpu = 0
+    return allocated_by_node(world).get(node, (0, 0))
+
+
+def allocated_by_node(world: World) -> dict[str, tuple[int, int]]:
+    """(memory bytes, CPU millis) requested by the live pods of each node, in one pass over the
+    pods (per node it would be nodes x pods per reconcile: 10^7 at 1,000 nodes)."""
+    out: dict[str, tuple[int, int]] = {}
     for bound, m, c, phase in world.pod_requests.values():
-        if bound == node and phase not in ("Succeeded", "Failed"):
-            mem += m
-            cpu += c
-    return mem, cpu
+        if bound and phase not in ("Succeeded", "Failed"):
+            mem, cpu = out.get(bound, (0, 0))
+            out[bound] = (mem + m, cpu + c)
+    return out
 
 
 def targets(world: World, node: str) -> list[dr.TargetHost]:
     host_by_node = {host_node(h): h for h in world.hosts.values()}
+    allocated = allocated_by_node(world)
     out: list[dr.TargetHost] = []
     for name, obj in sorted(world.nodes.items()):
         if name == node:
             continue
         host = host_by_node.get(name)
         alloc_mem, alloc_cpu = node_allocatable(obj)
-        used_mem, used_cpu = allocated_on(world, name)
+        used_mem, used_cpu = allocated.get(name, (0, 0))
         ready, _ = node_ready(obj)
         out.append(dr.TargetHost(
             name=name,

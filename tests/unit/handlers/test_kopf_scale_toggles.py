@@ -64,7 +64,7 @@ def test_kopf_uses_the_quiet_toggle_set_once_the_handlers_are_imported() -> None
 
 
 async def test_waiters_are_released_exactly_when_the_last_toggle_goes() -> None:
-    calls, tasks, toggles = await start_up(kopf_scale.QuietToggleSet, 50, 20)
+    _, tasks, toggles = await start_up(kopf_scale.QuietToggleSet, 50, 20)
     assert all(t.done() and t.exception() is None for t in tasks)
     assert toggles.is_on() and len(toggles) == 0
 
