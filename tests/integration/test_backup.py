@@ -377,6 +377,49 @@ def test_run_now_annotation_runs_once_per_id(cluster: Cluster, tmp_path: Path) -
     assert st["lastRunNowID"] == "second" and st["phase"] == "Scheduled"
 
 
+def test_one_chosen_run_is_deleted_unless_it_is_the_only_good_one(
+        cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hosted_engine.cli.main import main
+
+    engine_ready(cluster)
+    folder = tmp_path / NS / ENGINE
+    cluster.create(BACKUPS, backup_body("pick", {"filesystem": {"path": str(tmp_path)}}))
+    (tmp_path / "not-a-directory").write_text("")  # every run of "broken" fails
+    cluster.create(BACKUPS, backup_body(
+        "broken", {"filesystem": {"path": str(tmp_path / "not-a-directory")}}))
+    wait_runs(cluster, "pick", lambda runs: len(succeeded(runs)) == 1, "the first run")
+    cluster.patch(BACKUPS, "pick", {"metadata": {"annotations": {
+        "hostedengine.io/run-now": "again"}}}, NS)
+    st = wait_runs(cluster, "pick", lambda runs: len(succeeded(runs)) == 2, "the second run")
+    newest, oldest = (r["id"] for r in st["runs"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([newest, oldest])
+    failed = wait_runs(cluster, "broken", lambda runs: bool(runs), "the failed run")["runs"][0]
+    assert failed["phase"] == "Failed"
+
+    # a failed run can always be deleted
+    cluster.patch(BACKUPS, "broken", {"metadata": {"annotations": {
+        "hostedengine.io/delete-run": failed["id"]}}}, NS)
+    st = wait_runs(cluster, "broken", lambda runs: runs[0]["phase"] == "Deleted", "deleted")
+    assert st["lastDeleteRun"] == failed["id"]
+    # a good one while another good one is left (through the CLI): its folder is gone and the
+    # last successful run moves to the one left
+    kc = ["--kubeconfig", str(cluster.kubeconfig), "-n", NS]
+    assert main(["backup", "delete-run", "pick", newest, *kc]) == 0
+    assert f"run {newest} deleted" in capsys.readouterr().out
+    st = status(cluster, "pick")
+    assert [(r["id"], r["phase"]) for r in st["runs"]] == [
+        (newest, "Deleted"), (oldest, "Succeeded")]
+    assert st["lastSuccessfulRun"] == oldest
+    assert [p.name for p in folder.iterdir()] == [oldest]
+    # the only good run left is never deleted: refused, with a Warning Event
+    assert main(["backup", "delete-run", "pick", oldest, *kc]) == 1
+    assert "was not deleted (Succeeded)" in capsys.readouterr().err
+    assert wait_for("the refusal Event", lambda: "DeleteRunRefused" in cluster.event_reasons(
+        "pick", NS), timeout=30)
+    assert [p.name for p in folder.iterdir()] == [oldest]
+    assert succeeded(status(cluster, "pick")["runs"])[0]["id"] == oldest
+
+
 @pytest.fixture
 def tls_s3(tmp_path: Path) -> Iterator[tuple[S3, bytes]]:
     """moto's S3 behind HTTPS with a certificate of a private CA; yields (S3, CA PEM)."""

@@ -1,4 +1,8 @@
-"""``hosted-engine backup now|list`` and ``hosted-engine restore``.
+"""``hosted-engine backup now|list|delete-run`` and ``hosted-engine restore``.
+
+``backup delete-run`` annotates a Backup with ``hostedengine.io/delete-run: <run>/<new id>`` and
+waits until the operator has handled it: the run is Deleted, or the request was refused (a good
+run that is the only good one left, a run in progress, an unknown run).
 
 ``backup now`` annotates a Backup with ``hostedengine.io/run-now: <new id>`` (see
 :mod:`hosted_engine.models.backup`) and, with ``--wait``, follows the run (step, then the
@@ -20,7 +24,7 @@ from hosted_engine.adapters import kube
 from hosted_engine.cli.engine import Session, add_connection_args, dig, session, timeout_arg
 from hosted_engine.cli.engine import wait_until as _wait_until
 from hosted_engine.cli.main import CliError
-from hosted_engine.models.backup import RUN_NOW_ANNOTATION
+from hosted_engine.models.backup import DELETE_RUN_ANNOTATION, RUN_NOW_ANNOTATION
 from hosted_engine.models.restore import RestoreSpec
 
 BACKUPS: Final = kube.hostedengine_resource("backups", namespaced=True)
@@ -237,6 +241,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup_delete_run(args: argparse.Namespace) -> int:
+    with session(args) as s:
+        obj = s.client.find(BACKUPS, args.backup, s.namespace)
+        if obj is None:
+            raise CliError(f"Backup {s.namespace}/{args.backup} not found")
+        request = f"{args.run}/cli-{secrets.token_hex(4)}"
+        s.client.patch(BACKUPS, args.backup,
+                       {"metadata": {"annotations": {DELETE_RUN_ANNOTATION: request}}},
+                       s.namespace)
+
+        def probe() -> dict[str, Any] | None:
+            cur = s.client.get(BACKUPS, args.backup, s.namespace)
+            if dig(cur, "status.lastDeleteRun") != request:
+                return None
+            return next((dict(r) for r in dig(cur, "status.runs") or []
+                         if r.get("id") == args.run), {})
+
+        run = _wait_until(f"the deletion of run {args.run}", probe, timeout=args.timeout)
+    if run.get("phase") != "Deleted":
+        raise CliError(
+            f"Backup {args.backup}: run {args.run} was not deleted "
+            f"({run.get('phase') or 'no such run'}); the DeleteRunRefused Event says why")
+    print(f"Backup {args.backup}: run {args.run} deleted")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     backup = subparsers.add_parser(
         "backup",
@@ -277,6 +307,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("backup", metavar="BACKUP", nargs="?", help="only this Backup")
     p.add_argument("--json", action="store_true", help="JSON rows")
     p.set_defaults(func=cmd_backup_list)
+
+    p = sub.add_parser(
+        "delete-run",
+        help="delete one run of a Backup",
+        description="Delete one run's objects on the target: a failed or partial run always, "
+        "a good one unless it is the only good run left. Exits non-zero when refused.",
+        epilog="example:\n  hosted-engine backup delete-run nightly 20261122-010000 -n engine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_args(p)
+    p.add_argument("backup", metavar="BACKUP")
+    p.add_argument("run", metavar="RUN", help="the run id (hosted-engine backup list)")
+    p.add_argument(
+        "--timeout", type=timeout_arg, default=timeout_arg("2m"), metavar="DURATION",
+        help="how long to wait for the operator (default 2m); exit 3 when it runs out",
+    )
+    p.set_defaults(func=cmd_backup_delete_run)
 
     p = subparsers.add_parser(
         "restore",

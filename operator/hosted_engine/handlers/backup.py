@@ -66,6 +66,7 @@ from hosted_engine.handlers.startup import kube_client
 from hosted_engine.logic import backup as lb
 from hosted_engine.models import describe_validation_error
 from hosted_engine.models.backup import (
+    DELETE_RUN_ANNOTATION,
     RUN_NOW_ANNOTATION,
     BackupSpec,
     BackupStatus,
@@ -109,6 +110,7 @@ class BackupReconciler:
         obs: dict[str, Any] = {
             "namespace": namespace, "name": name, "generation": int(meta.get("generation") or 0),
             "run_now_id": (meta.get("annotations") or {}).get(RUN_NOW_ANNOTATION) or None,
+            "delete_run": (meta.get("annotations") or {}).get(DELETE_RUN_ANNOTATION) or None,
             "created_at": _parse_time(meta.get("creationTimestamp")),
         }
         if run is None or run.phase != RunPhase.RUNNING:

@@ -136,6 +136,7 @@ class Observed:
     export: ExportView | None = None
     upload: UploadResult | None = None
     deleted_runs: tuple[str, ...] = ()  # runs whose objects the handler removed
+    delete_run: str | None = None  # the hostedengine.io/delete-run annotation
 
 
 @dataclass(frozen=True)
@@ -423,13 +424,41 @@ def _finish(spec: BackupSpec, status: BackupStatus, run: BackupRun,
 
 
 def apply_deletions(status: BackupStatus, deleted: Iterable[str]) -> BackupStatus:
-    """Mark runs whose objects were removed as Deleted."""
+    """Mark runs whose objects were removed as Deleted (the last successful run moves to the
+    newest good run left)."""
     gone = set(deleted)
     if not gone:
         return status
     runs = [r.model_copy(update={"phase": RunPhase.DELETED}) if r.id in gone else r
             for r in status.runs]
-    return status.model_copy(update={"runs": runs})
+    update: dict[str, Any] = {"runs": runs}
+    if status.last_successful_run in gone:
+        good = [r for r in runs if r.phase == RunPhase.SUCCEEDED and r.finished_at is not None]
+        newest = max(good, key=lambda r: (r.finished_at, r.id), default=None)
+        update["last_successful_run"] = newest.id if newest else None
+        update["last_success_time"] = newest.finished_at if newest else None
+    return status.model_copy(update=update)
+
+
+def delete_run_request(status: BackupStatus, run_id: str) -> list[Action]:
+    """What a ``delete-run`` request for ``run_id`` does: remove its objects, or say why not.
+
+    A failed or partial run can always be deleted; a good one unless it is the only good run
+    left; never the run in progress."""
+    run = next((r for r in status.runs if r.id == run_id), None)
+    if status.current_run is not None and status.current_run.id == run_id:
+        return [Emit("Warning", "DeleteRunRefused", f"run {run_id} is in progress")]
+    if run is None:
+        return [Emit("Warning", "DeleteRunRefused", f"no run {run_id} in the history")]
+    if run.phase == RunPhase.DELETED:
+        return []
+    if run.phase == RunPhase.SUCCEEDED and not any(
+        r.phase == RunPhase.SUCCEEDED and r.id != run_id for r in status.runs
+    ):
+        return [Emit("Warning", "DeleteRunRefused",
+                     f"run {run_id} is the only good backup left: it is never deleted")]
+    return [DeleteRunObjects(run_id),
+            Emit("Normal", "RunDeleted", f"run {run_id} ({run.phase}) deleted on request")]
 
 
 def summary_phase(spec: BackupSpec, status: BackupStatus) -> BackupPhase:
@@ -450,6 +479,10 @@ def advance(spec: BackupSpec, status: BackupStatus, obs: Observed, now: datetime
     status = status.model_copy(deep=True)
     actions: list[Action] = []
     wait = IDLE_POLL
+    if obs.delete_run and obs.delete_run != status.last_delete_run:
+        # "<run id>" or "<run id>/<request id>" (a new request id repeats a refused request)
+        actions.extend(delete_run_request(status, obs.delete_run.split("/", 1)[0]))
+        status.last_delete_run = obs.delete_run
     if status.current_run is None:
         due = _due(spec, status, obs, now)
         if due is not None:
@@ -709,6 +742,7 @@ __all__ = [
     "apply_deletions",
     "build_manifest",
     "child_name",
+    "delete_run_request",
     "iter_gunzip",
     "next_fire",
     "parse_manifest",

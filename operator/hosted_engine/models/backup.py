@@ -6,6 +6,12 @@ manifest last, so a half-written backup is never mistaken for a good one.
 
 A scheduled Backup also runs at once when annotated ``hostedengine.io/run-now: <id>`` (a new id
 gives a new run; the last handled id is ``status.lastRunNowId``).
+
+One run is deleted (its objects on the target, its history entry marked Deleted) when annotated
+``hostedengine.io/delete-run: <run id>`` (or ``<run id>/<request id>``: a new request id repeats
+a request): a failed or partial run always, a good one unless it is the only good run left
+(refused with a Warning Event ``DeleteRunRefused``). The last handled value is
+``status.lastDeleteRun``.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from hosted_engine.models.base import (
 from hosted_engine.models.conditions import ObjectStatus
 
 RUN_NOW_ANNOTATION = f"{API_GROUP}/run-now"
+DELETE_RUN_ANNOTATION = f"{API_GROUP}/delete-run"
 MAX_HISTORY = 50
 
 CronSchedule = Annotated[str, Field(pattern=CRON_PATTERN, min_length=1, max_length=256)]
@@ -272,6 +279,8 @@ class BackupStatus(ObjectStatus):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
     )
     last_run_now_id: ShortText | None = None
+    last_delete_run: ShortText | None = Field(
+        default=None, description="The last hostedengine.io/delete-run value handled.")
     message: LongText | None = None
 
 

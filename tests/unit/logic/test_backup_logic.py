@@ -261,6 +261,46 @@ def test_retention_marks_deleted_runs() -> None:
     assert [r.phase for r in out.runs] == [RunPhase.SUCCEEDED, RunPhase.DELETED]
 
 
+def _delete(status: BackupStatus, value: str) -> tuple[BackupStatus, list[lb.Action]]:
+    plan = lb.advance(spec(), status, obs(delete_run=value), T0)
+    return plan.status, plan.actions
+
+
+def _reasons(actions: list[lb.Action]) -> list[tuple[str, str]]:
+    return [(a.reason, a.message) for a in actions if isinstance(a, lb.Emit)]
+
+
+def test_a_failed_run_can_always_be_deleted_a_good_one_unless_it_is_the_only_good() -> None:
+    failed = BackupRun(id="f1", phase=RunPhase.FAILED, finished_at=T0)
+    only_good = good(1, T0 - timedelta(hours=1))
+    status = BackupStatus(runs=[failed, only_good], last_successful_run="r001")
+    out, actions = _delete(status, "f1")
+    assert lb.DeleteRunObjects("f1") in actions and out.last_delete_run == "f1"
+    assert _reasons(actions)[0][0] == "RunDeleted"
+    # handled once: the same value again does nothing
+    assert lb.advance(spec(), out, obs(delete_run="f1"), T0).actions == []
+    out, actions = _delete(out, "r001")
+    assert not any(isinstance(a, lb.DeleteRunObjects) for a in actions)
+    assert _reasons(actions) == [
+        ("DeleteRunRefused", "run r001 is the only good backup left: it is never deleted")]
+    # with another good run, it goes; the last successful run moves to the one left
+    status = BackupStatus(runs=[good(2, T0), only_good], last_successful_run="r002")
+    out, actions = _delete(status, "r002/cli-1")
+    assert lb.DeleteRunObjects("r002") in actions and out.last_delete_run == "r002/cli-1"
+    after = lb.apply_deletions(out, ["r002"])
+    assert after.last_successful_run == "r001"
+    assert [r.phase for r in after.runs] == [RunPhase.DELETED, RunPhase.SUCCEEDED]
+
+
+def test_an_unknown_or_running_run_is_not_deleted() -> None:
+    running = BackupRun(id="now", phase=RunPhase.RUNNING, step=RunStep.SNAPSHOT, started_at=T0)
+    status = BackupStatus(runs=[good(1, T0)], current_run=running)
+    _, actions = _delete(status, "now")
+    assert ("DeleteRunRefused", "run now is in progress") in _reasons(actions)
+    _, actions = _delete(BackupStatus(runs=[good(1, T0)]), "r999")
+    assert _reasons(actions) == [("DeleteRunRefused", "no run r999 in the history")]
+
+
 # -- data --------------------------------------------------------------------------------------
 
 
