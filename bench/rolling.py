@@ -110,7 +110,17 @@ def run_body(args: argparse.Namespace) -> dict[str, Any]:
             "metadata": {"name": "bench"},
             "spec": {"scope": {"groups": {}}, "stages": {KEYS[s]: hook for s in STAGE_SECONDS},
                      "payload": payload, "hooksNamespace": NS, "pollInterval": "1s",
-                     "stageTimeout": "10m", "maxUnavailable": args.max_unavailable}}
+                     "stageTimeout": "10m", "maxUnavailable": args.max_unavailable,
+                     "preMaintenanceAhead": args.pre_maintenance_ahead}}
+
+
+def cloudstack_polls(order: str, args: argparse.Namespace) -> dict[str, float | None]:
+    """CloudStack's reaction time for an order: its ping interval (stages) and the 30 s step
+    of its wait for maintenance, scaled like the stage times; none for cloudstack-watch."""
+    if order != "cloudstack":
+        return {"ping_interval_s": None, "maintenance_poll_s": None}
+    return {"ping_interval_s": args.cloudstack_ping * args.scale,
+            "maintenance_poll_s": args.cloudstack_maintenance_poll * args.scale}
 
 
 def most_at_once(hosts: list[dict[str, Any]]) -> int:
@@ -124,6 +134,21 @@ def most_at_once(hosts: list[dict[str, Any]]) -> int:
         level += delta
         best = max(best, level)
     return best
+
+
+def activation_seconds(hosts: list[dict[str, Any]]) -> list[float]:
+    """Per host: from the end of its maintenance being asked to its PostMaintenance hook
+    starting (CloudStack starts it as soon as cancelMaintenance returns; the planner waits
+    for the Host to be Up again)."""
+    out = []
+    for h in hosts:
+        stages = {s["stage"]: s for s in h.get("stages") or []}
+        end = h.get("maintenanceFinishedAt")
+        hook = (stages.get("PostMaintenance") or {}).get("startedAt")
+        if end and hook:
+            out.append((datetime.fromisoformat(hook) - datetime.fromisoformat(end))
+                       .total_seconds())
+    return out
 
 
 def drain_seconds(hosts: list[dict[str, Any]]) -> list[float]:
@@ -143,8 +168,9 @@ def drain_seconds(hosts: list[dict[str, Any]]) -> list[float]:
 def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
     timings = LabTimings.fast(migration_bandwidth=args.migration_bandwidth * 1024**3)
     original: Callable[..., rl.RollingSpec] = rm.rolling_spec
-    if order == "cloudstack":
-        rm.rolling_spec = lambda spec: rl.cloudstack_order(original(spec))
+    if order.startswith("cloudstack"):
+        polls = cloudstack_polls(order, args)
+        rm.rolling_spec = lambda spec: rl.cloudstack_order(original(spec), **polls)
     lab = LabCluster(args.hosts, timings=timings).start()
     operator = OperatorThread(lab.kubeconfig).start()
     try:
@@ -163,6 +189,7 @@ def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
         finished = (datetime.fromisoformat(status["finishedAt"]) if status.get("finishedAt")
                     else datetime.now(UTC))
         drains = drain_seconds(status.get("hosts") or [])
+        activations = activation_seconds(status.get("hosts") or [])
         return {
             "order": order,
             "state": status.get("state"),
@@ -181,6 +208,7 @@ def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
             "jobs": len(cluster.list(JOBS, NS)),
             "drain_mean_s": sum(drains) / len(drains) if drains else 0.0,
             "drain_max_s": max(drains, default=0.0),
+            "activation_sum_s": sum(activations),
             "capacity": (status.get("capacityCheck") or {}).get("ok"),
         }
     finally:
@@ -189,11 +217,13 @@ def one_run(order: str, args: argparse.Namespace) -> dict[str, Any]:
         lab.stop()
 
 
-def simulated(args: argparse.Namespace, drain_s: float) -> tuple[float, float]:
-    """The planner's own estimate (simulate) with the same durations and the lab's drain time."""
+def simulated(args: argparse.Namespace, drain_s: float) -> dict[str, float]:
+    """The planner's own estimate (simulate) of each order with the same durations and the
+    lab's drain time."""
     hooks = {stage: ("/hook",) for stage in rl.Stage}
     spec = rl.RollingSpec(scope=rl.Scope(group_label_key="g"), hooks=hooks,
-                          max_unavailable=args.max_unavailable)
+                          max_unavailable=args.max_unavailable,
+                          pre_maintenance_ahead=args.pre_maintenance_ahead)
     gib = 1 << 30
     views = [rl.HostView(
         name=f"node-{i + 1}", group=f"g{i * args.groups // args.hosts + 1}",
@@ -204,9 +234,9 @@ def simulated(args: argparse.Namespace, drain_s: float) -> tuple[float, float]:
     durations = rl.SimDurations(
         hook_s={rl.Stage(s): STAGE_SECONDS[s] * args.scale for s in STAGE_SECONDS},
         drain_s=lambda _h: drain_s, activate_s=0.05)
-    ours = rl.simulate(spec, views, durations).total_s
-    theirs = rl.simulate(rl.cloudstack_order(spec), views, durations).total_s
-    return ours, theirs
+    return {order: rl.simulate(spec if order == "ours" else rl.cloudstack_order(
+                spec, **cloudstack_polls(order, args)), views, durations).total_s
+            for order in ("ours", "cloudstack", "cloudstack-watch")}
 
 
 def main() -> int:
@@ -222,7 +252,15 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--orders", default="ours,cloudstack",
                         help="comma-separated: ours (maxUnavailable, parallel PreFlight), "
-                        "cloudstack (its sequential order)")
+                        "cloudstack (its sequential order and its polling), cloudstack-watch "
+                        "(its order with the operator's watch-driven reactions)")
+    parser.add_argument("--pre-maintenance-ahead", action=argparse.BooleanOptionalAction,
+                        default=True, help="ours: spec.preMaintenanceAhead")
+    parser.add_argument("--cloudstack-ping", type=float, default=rl.CLOUDSTACK_PING_INTERVAL_S,
+                        help="CloudStack's kvm.rolling.maintenance.ping.interval, s (scaled)")
+    parser.add_argument("--cloudstack-maintenance-poll", type=float,
+                        default=rl.CLOUDSTACK_MAINTENANCE_POLL_S,
+                        help="step of CloudStack's waitForHostInMaintenance, s (scaled)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HE_HOST_MIGRATION_RETRY_AFTER", "0.2")
@@ -231,31 +269,40 @@ def main() -> int:
         rows.append(one_run(order, args))
         print(f"# {rows[-1]}", flush=True)
     drain = sum(r["drain_mean_s"] for r in rows) / len(rows)
-    sim_ours, sim_theirs = simulated(args, drain)
+    sims = simulated(args, drain)
     print(f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}")
+          f"Python {platform.python_version()}, load average {os.getloadavg()}")
+    print(f"- ours: preMaintenanceAhead {args.pre_maintenance_ahead}; cloudstack: ping "
+          f"{args.cloudstack_ping:g}s and maintenance check {args.cloudstack_maintenance_poll:g}s "
+          f"x{args.scale:g}")
     print(f"- {args.hosts} hosts in {args.groups} groups, {args.vms_per_host} VMs of "
           f"{args.vm_memory} per host, stage times x{args.scale:g} "
           f"({', '.join(f'{s} {STAGE_SECONDS[s] * args.scale:g}s' for s in STAGE_SECONDS)})")
     print()
+    labels = {"ours": f"ours, maxUnavailable {args.max_unavailable}",
+              "cloudstack": "CloudStack's order and polling",
+              "cloudstack-watch": "CloudStack's order, watch-driven"}
     print("| order | result | run s | most hosts down at once | hosts done | VMs running "
-          "| hook Jobs | request -> Maintenance hook mean/max s | capacity check |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| hook Jobs | request -> Maintenance hook mean/max s | end -> PostMaintenance sum s "
+          "| capacity check |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        label = (f"ours, maxUnavailable {args.max_unavailable}" if r["order"] == "ours"
-                 else "CloudStack's sequential order")
-        print(f"| {label} | {r['state']} | {r['run_s']:.1f} | {r['most_down']} | "
+        print(f"| {labels[r['order']]} | {r['state']} | {r['run_s']:.1f} | {r['most_down']} | "
               f"{r['hosts_done']}/{args.hosts} | {r['vms_running']}/{r['vms']} | {r['jobs']} | "
-              f"{r['drain_mean_s']:.2f}/{r['drain_max_s']:.2f} | {r['capacity']} |")
+              f"{r['drain_mean_s']:.2f}/{r['drain_max_s']:.2f} | {r['activation_sum_s']:.1f} | "
+              f"{r['capacity']} |")
     by_order = {r["order"]: r for r in rows}
-    if set(by_order) != {"ours", "cloudstack"}:
-        return 0
-    ours, theirs = by_order["ours"], by_order["cloudstack"]
     print()
-    print(f"speed-up on the lab: {theirs['run_s'] / ours['run_s']:.2f}x")
+    if "ours" in by_order:
+        for other in ("cloudstack", "cloudstack-watch"):
+            if other in by_order:
+                print(f"speed-up on the lab against {labels[other]}: "
+                      f"{by_order[other]['run_s'] / by_order['ours']['run_s']:.2f}x")
     print(f"the planner's simulation with the same durations and a {drain:.2f}s drain: "
-          f"{sim_theirs / sim_ours:.2f}x ({sim_ours:.1f}s vs {sim_theirs:.1f}s)")
+          + ", ".join(f"{labels[o]} {t:.1f}s" for o, t in sims.items())
+          + f"; {sims['cloudstack'] / sims['ours']:.2f}x and "
+          f"{sims['cloudstack-watch'] / sims['ours']:.2f}x")
     return 0
 
 

@@ -96,6 +96,8 @@ ERROR_BACKOFF: Final = 2.0
 MIN_WAIT: Final = 0.05
 #: Wait of a run whose spec is invalid (it wakes on its next change anyway).
 INVALID_WAIT: Final = 300.0
+#: Reason (condition and Event) of a hook script whose ConfigMap or key is missing.
+HOOK_MISSING: Final = "HookScriptMissing"
 
 
 @dataclass
@@ -159,28 +161,46 @@ class RollingReconciler:
         if state is None:
             world = self._fresh_hosts(world)
         poll = obj.spec.poll_interval.timedelta.total_seconds()
+        namespace = obj.spec.hooks_namespace or operator_namespace()
+        sources = rm.hook_sources(obj.spec)
+        # hook scripts: all of them before the run starts, then each right before its stage
+        missing = self._missing_scripts(namespace, rm.script_refs(sources, sources)) \
+            if state is None else {}
         obs = rl.RollingObservation(
             run_name=name,
             now=now,
             hosts=rm.host_views(world, rm.group_key(obj.spec)),
             jobs=self._job_views(name, state, world),
             poll_interval_s=poll,
+            missing_hooks=missing,
         )
         result = rl.step(state, spec, obs)
+        if state is not None:
+            starting = rm.starting_stages(state, result.actions)
+            missing = self._missing_scripts(namespace, rm.script_refs(sources, starting))
+            if missing:  # decide again, knowing (pure: the same inputs plus the missing ones)
+                obs = replace(obs, missing_hooks=missing)
+                result = rl.step(state, spec, obs)
         new = result.state
 
         conditions: list[Condition] = list(obj.status.conditions)
+        before = get_condition(conditions, ConditionType.READY)
+        if before is not None:
+            conditions = set_condition(conditions, ConditionType.READY, ConditionStatus.TRUE,
+                                       "ValidSpec", "", observed_generation=generation, now=now)
+        # a run waiting for its scripts says so once, not on every poll
+        repeat = before is not None and before.reason == HOOK_MISSING and any(
+            isinstance(a, SetCondition) and a.type == ConditionType.READY
+            and a.reason == HOOK_MISSING and a.message == before.message
+            for a in result.actions)
         events: list[tuple[str, str, str]] = []
         for action in result.actions:
             if isinstance(action, SetCondition):
                 conditions = set_condition(conditions, action.type, action.status,
                                            action.reason, action.message[:32768],
                                            observed_generation=generation, now=now)
-            elif isinstance(action, EmitEvent):
+            elif isinstance(action, EmitEvent) and not (repeat and action.reason == HOOK_MISSING):
                 events.append((action.type, action.reason, action.message))
-        if get_condition(conditions, ConditionType.READY) is not None:
-            conditions = set_condition(conditions, ConditionType.READY, ConditionStatus.TRUE,
-                                       "ValidSpec", "", observed_generation=generation, now=now)
         status = rm.to_status(new).model_copy(update={
             "conditions": conditions,
             "observed_generation": generation,
@@ -188,8 +208,6 @@ class RollingReconciler:
         })
 
         # carry out what was decided (all idempotent)
-        namespace = obj.spec.hooks_namespace or operator_namespace()
-        sources = rm.hook_sources(obj.spec)
         for action in result.actions:
             try:
                 if isinstance(action, rl.RunHook):
@@ -219,6 +237,26 @@ class RollingReconciler:
         if deadline is not None:
             wait = min(wait, deadline + MIN_WAIT)
         return Outcome(wait=max(MIN_WAIT, wait))
+
+    def _missing_scripts(self, namespace: str,
+                         refs: Mapping[rl.Stage, tuple[str, str, str]]) -> dict[rl.Stage, str]:
+        """Stage -> why its ConfigMap script cannot be mounted (naming the spec field); an
+        API error other than "not found" is no answer: the stage is let go (its Job would
+        wait for the volume, bounded by the stage timeout)."""
+        missing: dict[rl.Stage, str] = {}
+        seen: dict[tuple[str, str], str | None] = {}
+        for stage, (configmap, key, field_path) in refs.items():
+            if (configmap, key) not in seen:
+                try:
+                    seen[(configmap, key)] = self.jobs.script_problem(namespace, configmap, key)
+                except KubeError as exc:
+                    log.warning("rolling: reading ConfigMap %s/%s failed: %s",
+                                namespace, configmap, exc)
+                    seen[(configmap, key)] = None
+            problem = seen[(configmap, key)]
+            if problem is not None:
+                missing[stage] = f"{field_path}: {problem}"
+        return missing
 
     def _fresh_hosts(self, world: rm.World) -> rm.World:
         """The Hosts as the API has them now: the start of a run (whole-scope checks, hosts

@@ -481,6 +481,13 @@ def from_status(status: RollingMaintenanceStatus) -> rl.RunState | None:
     )
 
 
+def starting_stages(state: rl.RunState, actions: Iterable[rl.Action]) -> set[rl.Stage]:
+    """Stages whose hook a step starts now (a RunHook with no record in the state before)."""
+    recorded = {(h.name, stage) for h in state.hosts for stage in h.stages}
+    return {a.stage for a in actions
+            if isinstance(a, rl.RunHook) and (a.host, a.stage.value) not in recorded}
+
+
 # --------------------------------------------------------------------------------------------
 # Time
 
@@ -498,6 +505,9 @@ def next_deadline(state: rl.RunState, spec: rl.RollingSpec, now: datetime) -> fl
                        + timedelta(seconds=spec.maintenance_timeout_s))
         if h.phase is rl.HostPhase.ENDING_MAINTENANCE and h.maintenance_ending_at:
             due.append(h.maintenance_ending_at + timedelta(seconds=spec.stage_timeout_s))
+    poll = rl.poll_deadline(state, spec, now)  # CloudStack's timing (its bench order) only
+    if poll is not None:
+        due.append(poll)
     if not due:
         return None
     return max(0.0, (min(due) - now).total_seconds())
@@ -535,6 +545,7 @@ __all__ = [
     "pod_usage",
     "rolling_spec",
     "script_refs",
+    "starting_stages",
     "to_status",
     "vmi_usage",
     "wanted_requests",

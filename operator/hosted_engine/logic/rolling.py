@@ -692,7 +692,7 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
     if rec.result is not None:
         return rec.result
     job = obs.jobs.get(rec.job_name)
-    if job is not None and job.state is not JobState.RUNNING and not _polled(ctx, rec):
+    if not _polled(ctx, rec, job is not None and job.state is not JobState.RUNNING):
         job = JobView(JobState.RUNNING)  # finished, but CloudStack has not asked yet
     if job is None or job.state is JobState.RUNNING:
         if (ctx.now - rec.started_at).total_seconds() >= timeout:
@@ -723,17 +723,16 @@ def _polls_due(since: datetime, poll_s: float, now: datetime) -> int:
     return int(((now - since).total_seconds() + 1e-6) // poll_s)  # times are in microseconds
 
 
-def _polled(ctx: _Ctx, rec: StageRecord) -> bool:
-    """With CloudStack's polling: has a poll been made since the last one saw the hook
-    running? (Counts the poll; without polling, always True.)"""
+def _polled(ctx: _Ctx, rec: StageRecord, finished: bool) -> bool:
+    """With CloudStack's polling: is the hook's end seen now, i.e. is a poll due that has not
+    seen the hook running yet? Counts the polls that saw it running. (Without polling: seen
+    when it happens.)"""
     poll = ctx.spec.stage_poll_s
-    if poll is None:
+    if poll is None or not finished:
+        if poll is not None:
+            rec.polls = max(rec.polls, _polls_due(rec.started_at, poll, ctx.now))
         return True
-    due = _polls_due(rec.started_at, poll, ctx.now)
-    if due <= rec.polls:
-        return False
-    rec.polls = due
-    return True
+    return _polls_due(rec.started_at, poll, ctx.now) > rec.polls
 
 
 def poll_deadline(state: RunState, spec: RollingSpec, now: datetime) -> datetime | None:
