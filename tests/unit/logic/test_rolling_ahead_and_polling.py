@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from hosted_engine.logic.drain import DrainVM, TargetHost
 from hosted_engine.logic.host_lifecycle import EmitEvent, SetCondition
 from hosted_engine.logic.rolling import (
-    EXIT_SKIP,
     CLOUDSTACK_MAINTENANCE_POLL_S,
     CLOUDSTACK_PING_INTERVAL_S,
+    EXIT_SKIP,
     DeleteHook,
     EnterMaintenance,
     HostPhase,
