@@ -26,7 +26,7 @@ from hosted_engine import API_GROUP, API_VERSION
 from hosted_engine.adapters import metrics
 from hosted_engine.adapters.storage import Outcome, StorageApi, StorageDomainReconciler
 from hosted_engine.handlers.startup import kube_client
-from hosted_engine.logic.storage import DOMAIN_ANNOTATION
+from hosted_engine.logic.storage import DOMAIN_ANNOTATION, EngineRef, engine_ref
 from hosted_engine.models.base import parse_duration
 from hosted_engine.models.storagedomain import STORAGE_DOMAIN_LABEL
 
@@ -53,6 +53,8 @@ class Triggers:
         self.classes: dict[str, str] = {}
         self.volumes: dict[str, str] = {}
         self.engines: dict[str, str] = {}
+        #: what the domains read of each engine (a change in anything else wakes none)
+        self.engine_refs: dict[str, EngineRef] = {}
 
     def event(self, name: str) -> asyncio.Event:
         return self._events.setdefault(name, asyncio.Event())
@@ -207,12 +209,21 @@ async def class_event(name: str, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(API_GROUP, API_VERSION, "hostedengines", id="storagedomain-engines")
 async def engine_event(
-    name: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+    name: str, namespace: str | None, spec: kopf.Spec, body: kopf.Body, type: str | None,
+    memo: kopf.Memo, **_: Any
 ) -> None:
     """An engine started, stopped or changed maintenance: its domain (and the one it left)
-    re-checks a pending maintenance request."""
+    re-checks a pending maintenance request. Its other status writes (health, heartbeats,
+    every few seconds) wake no domain: a domain's reconcile LISTs claims, volumes and peers."""
     triggers = triggers_of(memo)
     key = f"{namespace}/{name}"
+    ref = engine_ref(body)
+    if type == "DELETED":
+        triggers.engine_refs.pop(key, None)
+    elif triggers.engine_refs.get(key) == ref:
+        return
+    else:
+        triggers.engine_refs[key] = ref
     vm = spec.get("vm")
     disk = vm.get("disk") if isinstance(vm, Mapping) else None
     domain = str(disk.get("storageDomain") or "") if isinstance(disk, Mapping) else ""
