@@ -94,6 +94,7 @@ from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
 from hosted_engine.adapters import metrics
+from hosted_engine.adapters.fencing import release_pods
 from hosted_engine.adapters.host_power import CredentialsProblem, run_power_action
 from hosted_engine.adapters.kube import Kube, KubeError, NotFound
 from hosted_engine.adapters.kubevirt import (
@@ -599,6 +600,14 @@ class HostReconciler:
                                        OUT_OF_SERVICE_VALUE)
                 elif isinstance(action, lc.RemoveOutOfServiceTaint):
                     self.api.set_taint(node, OUT_OF_SERVICE_TAINT, "NoExecute", False)
+                elif isinstance(action, lc.ReleasePods):
+                    released = release_pods(self.kube, node)
+                    if released:
+                        pending.events.append((
+                            "Normal", "PodsReleased",
+                            f"{host.metadata.name}: powered off, Node still Ready: "
+                            f"force-deleted {len(released)} pods ({', '.join(released[:5])}"
+                            f"{', ...' if len(released) > 5 else ''})"))
                 elif isinstance(action, lc.EmitEvent):
                     pending.events.append((action.type, action.reason, action.message))
                 elif isinstance(action, lc.SetCondition):

@@ -63,8 +63,10 @@ Fencing
     leases at once and fences none), and one fence at a time (a request in flight is awaited
     for ``fence_timeout_s``, then retried up to ``max_fence_attempts``). The fence is confirmed
     only by a power state ``Off`` observed after the request; then the
-    ``node.kubernetes.io/out-of-service`` taint lets Kubernetes release the pods. Every request,
-    confirmation, failure and block is an Event. A NonResponsive host whose fence has not
+    ``node.kubernetes.io/out-of-service`` taint lets Kubernetes release the pods; while the Node
+    is still Ready (PodGC releases an out-of-service node's pods only once it is NotReady) the
+    Host force-deletes them itself (``ReleasePods``), its power being confirmed Off. Every
+    request, confirmation, failure and block is an Event. A NonResponsive host whose fence has not
     started returns to its previous state once no proof holds any more (Ready, Lease renewed).
 """
 
@@ -155,6 +157,13 @@ class RemoveOutOfServiceTaint:
 
 
 @dataclass(frozen=True)
+class ReleasePods:
+    """Force-delete the pods of the confirmed powered-off node: Kubernetes does it for an
+    out-of-service node only once it is NotReady (PodGC), and a node fenced on its Lease or BMC
+    is often still Ready for the node-lifecycle grace (40 s)."""
+
+
+@dataclass(frozen=True)
 class EmitEvent:
     type: str  # Normal | Warning
     reason: str  # CamelCase
@@ -178,6 +187,7 @@ Action = (
     | RequestFence
     | TaintOutOfService
     | RemoveOutOfServiceTaint
+    | ReleasePods
     | EmitEvent
     | SetCondition
 )
@@ -714,6 +724,8 @@ def _non_responsive(
         if confirmed:
             fence = replace(fence, confirmed_off_at=obs.now)
             actions.append(TaintOutOfService())
+            if obs.node.exists and obs.node.ready is True:
+                actions.append(ReleasePods())
             actions.append(SetCondition("Fenced", "True", "PoweredOff"))
             actions.append(
                 EmitEvent("Warning", "HostFenced", f"{obs.host} powered off; pods released")
@@ -782,6 +794,8 @@ def _fenced(current: HostStatus, obs: HostObservation, actions: list[Action]) ->
     if lost_reason(obs) is not None:
         if not obs.node.out_of_service_taint:
             actions.append(TaintOutOfService())  # keep it: the host is still down
+        if obs.node.exists and obs.node.ready is True:
+            actions.append(ReleasePods())  # still Ready: PodGC will not release them yet
         return current
     actions.append(RemoveOutOfServiceTaint())
     actions.append(SetCondition("Fenced", "False", "HostBack"))

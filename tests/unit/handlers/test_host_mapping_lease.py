@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hosted_engine.adapters.fencing import pods_to_release
 from hosted_engine.handlers import host as handler
 from hosted_engine.handlers import host_mapping as hm
 from hosted_engine.logic import host_lifecycle as lc
@@ -127,3 +128,21 @@ def test_a_polled_power_state_is_merged_only_when_newer_and_different() -> None:
     newer = HostStatus(power_management=PowerManagementStatus(
         power_state=PowerState.ON, checked_at=T0 + timedelta(seconds=9)))
     assert reconciler._merge_polled_power("node-1", newer) is newer
+
+
+def test_only_the_pods_the_out_of_service_taint_evicts_are_released() -> None:
+    def pod(name: str, node_name: str, tolerations: list[dict[str, str]] | None = None
+            ) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "vms"},
+                "spec": {"nodeName": node_name, "tolerations": tolerations or [
+                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                     "effect": "NoExecute", "tolerationSeconds": 300}]}}
+
+    pods = [
+        pod("virt-launcher-engine", "node-1"),
+        pod("elsewhere", "node-2"),
+        pod("tolerates-all", "node-1", [{"operator": "Exists"}]),
+        pod("tolerates-oos", "node-1", [{"key": "node.kubernetes.io/out-of-service",
+                                         "operator": "Exists", "effect": "NoExecute"}]),
+    ]
+    assert pods_to_release(pods, "node-1") == [("vms", "virt-launcher-engine")]

@@ -15,6 +15,7 @@ from hosted_engine.logic.host_lifecycle import (
     HostState,
     NodeObservation,
     PowerObservation,
+    ReleasePods,
     RemoveOutOfServiceTaint,
     RequestFence,
     SetCondition,
@@ -97,10 +98,13 @@ def test_a_ready_node_whose_lease_missed_two_renewals_is_fenced_on_request() -> 
     s = step(s.status, obs(25, ready_node(0), power=off))
     assert s.status.state is HostState.FENCED
     assert any(isinstance(a, TaintOutOfService) for a in s.actions)
+    # PodGC releases an out-of-service node's pods only once NotReady: the Host does it now
+    assert any(isinstance(a, ReleasePods) for a in s.actions)
     # the Node is still Ready for a while (grace), the Lease silent: stays Fenced, keeps taint
     s = step(s.status, obs(35, replace(ready_node(0), out_of_service_taint=True), power=off))
     assert s.status.state is HostState.FENCED
     assert not any(isinstance(a, RemoveOutOfServiceTaint) for a in s.actions)
+    assert any(isinstance(a, ReleasePods) for a in s.actions)
     # powered on again: the kubelet renews its Lease after the Off reading -> back Up
     back = replace(ready_node(100), out_of_service_taint=True)
     s = step(s.status, obs(101, back, power=off))
@@ -177,3 +181,12 @@ def test_property_a_ready_node_with_a_fresh_lease_is_never_fenced(
         assert not fences(result)
         assert result.status.state is HostState.UP
         status = result.status
+
+
+def test_pods_are_left_to_kubernetes_once_the_node_is_not_ready() -> None:
+    silent = NodeObservation(ready=None, not_ready_since=T0)
+    s = step(None, obs(60, silent, fence_requested=True))
+    off = replace(FENCE_OK, power_state="Off", observed_at=at(61))
+    s = step(s.status, obs(61, silent, power=off))
+    assert s.status.state is HostState.FENCED
+    assert not any(isinstance(a, ReleasePods) for a in s.actions)
