@@ -706,7 +706,8 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
         return None
     rec.exit_code = job.exit_code
     rec.log_tail = job.log_tail
-    rec.finished_at = job.finished_at or ctx.now
+    # a Job's completionTime has whole seconds: never before the stage's own start
+    rec.finished_at = max(job.finished_at or ctx.now, rec.started_at)
     if job.state is JobState.SUCCEEDED and job.exit_code in (0, None):
         rec.result = StageResult.SUCCEEDED
     elif job.exit_code == EXIT_SKIP and stage in SKIPPABLE:
