@@ -41,14 +41,24 @@ from hosted_engine import API_GROUP, API_VERSION
 from hosted_engine.adapters import engine as adapter
 from hosted_engine.adapters import engine_notify as notify
 from hosted_engine.adapters import engine_probe, metrics
+from hosted_engine.adapters import engine_upgrade as upgrade_adapter
+from hosted_engine.adapters.engine_notify import SmtpConfig
 from hosted_engine.adapters.kube import KubeError, NotFound
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers.startup import kube_client
 from hosted_engine.logic import engine_vm as ev
 from hosted_engine.logic import ha
+from hosted_engine.logic import upgrade as up
 from hosted_engine.models import describe_validation_error
 from hosted_engine.models.base import parse_quantity
-from hosted_engine.models.hostedengine import HostedEngineSpec, random_mac
+from hosted_engine.models.hostedengine import (
+    GlobalMaintenanceMode,
+    HostedEngineSpec,
+    Notifications,
+    UpgradePhase,
+    UpgradeStatus,
+    random_mac,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +157,29 @@ def he_pods(spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[str, int] | 
     return {str(node): _memory_request(spec)}
 
 
+def _cpu_request(spec: Mapping[str, Any]) -> int:
+    """Millicores the pod's containers request."""
+    total = 0.0
+    for container in spec.get("containers") or []:
+        requests = (container.get("resources") or {}).get("requests") or {}
+        if "cpu" in requests:
+            with contextlib.suppress(ValueError):
+                total += float(parse_quantity(str(requests["cpu"]))) * 1000
+    return int(total)
+
+
+@kopf.index("", "v1", "pods")
+def he_pod_cpu(
+    spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, **_: Any
+) -> dict[str, int] | None:
+    """CPU requested per node by pods other than an engine's (its virt-launcher carries the
+    engine VM label): the scoring's CPU-pressure input."""
+    node = spec.get("nodeName")
+    if not node or status.get("phase") in FINAL_PHASES or ev.ENGINE_VM_LABEL in labels:
+        return None
+    return {str(node): _cpu_request(spec)}
+
+
 @kopf.on.event("", "v1", "nodes", id="he-wake-nodes")
 @kopf.on.event(API_GROUP, API_VERSION, "hosts", id="he-wake-hosts")
 @kopf.on.event(
@@ -220,6 +253,13 @@ class EngineRunner:
         self.maintenance_since: datetime | None = None
         self.notifier: notify.Notifier = memo.setdefault(NOTIFIER_KEY, notify.Notifier())
         self.vm_info: dict[str, Any] = {}
+        # engine upgrade (issue 10): status.upgrade once read, conditions, image the VM runs
+        self.upgrade_api = upgrade_adapter.UpgradeKube(self.api.kube)
+        self.upgrade: UpgradeStatus | None = None
+        self.upgrade_read = False
+        self.upgrade_conditions: tuple[tuple[str, bool, str, str], ...] = ()
+        self.upgrade_gm = False
+        self.running_image: up.ImageRef | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -257,6 +297,11 @@ class EngineRunner:
         for node in list(pods or {}):
             with contextlib.suppress(KeyError):
                 used[node] = sum(int(v) for v in pods[node])
+        cpu: dict[str, int] = {}
+        pod_cpu: Any = idx.get("he_pod_cpu")
+        for node in list(pod_cpu or {}):
+            with contextlib.suppress(KeyError):
+                cpu[node] = sum(int(v) for v in pod_cpu[node])
         return ev.World(
             vm=vm,
             vmi=vmi,
@@ -266,6 +311,7 @@ class EngineRunner:
             nodes={k: v for k, v in nodes.items() if v is not None},
             leases={k: v for k, v in leases.items() if v is not None},
             used_memory=used,
+            used_cpu=cpu,
             probes=tuple(self.probes),
             failed_migration_after=self.migration_after,
         )
@@ -490,6 +536,16 @@ class EngineRunner:
             return
         if not ev.notification_matches(cfg.state_transition, note.old, note.new):
             return
+        subject, text = ev.notification_text(
+            self.name, self.namespace, spec.vm.network.fqdn, note, now
+        )
+        config = await self.smtp_config(cfg, now)
+        if config is not None:
+            self.notifier.send(notify.Mail(config, subject, text))
+
+    async def smtp_config(self, cfg: Notifications, now: datetime) -> SmtpConfig | None:
+        """The SMTP settings with the credentials read from their Secrets (None: not readable,
+        recorded in status.notifications)."""
         username = password = ca_pem = None
         try:
             if cfg.credentials_secret_ref is not None:
@@ -505,11 +561,8 @@ class EngineRunner:
         except KubeError as exc:
             self.notifier.report.last_error = f"notification not sent: {exc}"[:1024]
             self.notifier.report.last_error_at = now
-            return
-        subject, text = ev.notification_text(
-            self.name, self.namespace, spec.vm.network.fqdn, note, now
-        )
-        config = notify.SmtpConfig(
+            return None
+        return notify.SmtpConfig(
             server=cfg.smtp_server,
             port=cfg.smtp_port,
             start_tls=cfg.start_tls,
@@ -521,7 +574,149 @@ class EngineRunner:
             recipients=tuple(str(r) for r in cfg.destination_emails),
             timeout=cfg.smtp_timeout.timedelta.total_seconds(),
         )
-        self.notifier.send(notify.Mail(config, subject, text))
+
+    # -- engine upgrade (issue 10) ---------------------------------------------------------
+
+    async def upgrade_step(
+        self, body: kopf.Body, spec: HostedEngineSpec, world: ev.World, now: datetime
+    ) -> HostedEngineSpec:
+        """Advance the engine upgrade (hosted_engine.logic.upgrade): status.upgrade is written
+        before its actions run. Returns the spec the HA machine works with: while the upgrade
+        holds its own global maintenance, the user's spec with mode global (never written)."""
+        if not self.upgrade_read:
+            self.upgrade = up.status_from_dict(body.status.get("upgrade"))
+            self.upgrade_read = True
+        assert world.vm is not None
+        found = up.current_image(world.vm)
+        current, current_disk = found if found is not None else (None, None)
+        self.running_image = current
+        obs = await self.upgrade_observation(body, spec, world, current, current_disk, now)
+        plan = up.advance(self.upgrade, obs, self.name, now)
+        if plan.status != self.upgrade:
+            await self.call(
+                self.api.patch_status, self.namespace, self.name,
+                {"upgrade": up.status_to_dict(plan.status)},
+            )
+            self.upgrade = plan.status
+        self.upgrade_conditions = plan.conditions
+        for action in plan.actions:
+            try:
+                await self.upgrade_action(action, body, spec, world, now)
+            except (KubeError, OSError) as exc:
+                log.warning("HostedEngine %s/%s: upgrade %s failed: %s",
+                            self.namespace, self.name, action, exc)
+                await self.call(self.api.event, dict(body), "Warning", "UpgradeActionFailed",
+                                f"{type(action).__name__} failed: {exc}")
+        self.upgrade_gm = up.owns_global_maintenance(self.upgrade) and not ev.global_maintenance(
+            spec, now
+        )
+        if not self.upgrade_gm:
+            return spec
+        maintenance = spec.maintenance.model_copy(
+            update={"mode": GlobalMaintenanceMode.GLOBAL, "until": None}
+        )
+        return spec.model_copy(update={"maintenance": maintenance})
+
+    async def upgrade_observation(
+        self,
+        body: kopf.Body,
+        spec: HostedEngineSpec,
+        world: ev.World,
+        current: up.ImageRef | None,
+        current_disk: str | None,
+        now: datetime,
+    ) -> up.Observation:
+        desired = up.image_of_spec(spec.vm.image)
+        policy = spec.upgrade_policy
+        vmi = world.vmi
+        vmi_status = (vmi or {}).get("status") or {}
+        deleting = bool(((vmi or {}).get("metadata") or {}).get("deletionTimestamp"))
+        active = vmi is not None and not deleting and vmi_status.get("phase") not in FINAL_PHASES
+        running = active and vmi_status.get("phase") == "Running"
+        healthy = running and bool(world.probes) and (
+            world.probes[-1].result is ha.ProbeResult.OK
+        )
+        st = self.upgrade
+        busy = st is not None and st.phase is UpgradePhase.RUNNING
+        extra: dict[str, Any] = {}
+        if current is not None and (busy or desired != current):
+            spares = (self.last_status or {}).get("spares") or body.status.get("spares") or {}
+            required, available = int(spares.get("required", 0)), int(spares.get("available", 0))
+            disk, why = await self.call(self.api.disk_target, spec.vm.disk.storage_domain)
+            extra.update(
+                spares_ok=required <= available,
+                spares_message=f"{available} of {required} spare hosts have room",
+                storage_ok=disk is not None,
+                storage_message=why,
+            )
+            if policy.pre_upgrade_backup:
+                backups = await self.call(self.upgrade_api.backups, self.namespace)
+                source, problem = up.pick_backup_source(backups, self.name, policy.backup_name)
+                extra.update(backup_source=source, backup_source_problem=problem)
+            if st is not None and st.backup_run and busy:
+                phase, message = await self.call(
+                    self.upgrade_api.backup_state, self.namespace, st.backup_run
+                )
+                extra.update(backup_phase=phase, backup_message=message)
+        return up.Observation(
+            generation=int(body.metadata.get("generation") or 0),
+            desired=desired,
+            current=current,
+            current_disk=current_disk,
+            policy=policy,
+            vmi_disk=up.vmi_root_disk(vmi) if active else None,
+            healthy=healthy,
+            run_strategy=str(((world.vm or {}).get("spec") or {}).get("runStrategy") or ""),
+            start_pending=bool(((world.vm or {}).get("status") or {}).get("stateChangeRequests")),
+            user_global_maintenance=ev.global_maintenance(spec, now),
+            **extra,
+        )
+
+    async def upgrade_action(
+        self,
+        action: up.Action,
+        body: kopf.Body,
+        spec: HostedEngineSpec,
+        world: ev.World,
+        now: datetime,
+    ) -> None:
+        ns, vm_name = self.namespace, ev.vm_name(self.name)
+        owner = dict(body)
+        if isinstance(action, up.CreateBackup):
+            await self.call(self.upgrade_api.create_backup, ns, action.name, action.source,
+                            self.name, owner)
+        elif isinstance(action, up.SwitchDisk):
+            vm = await self.call(self.api.find_vm, ns, vm_name)
+            if vm is None:
+                return
+            template = None
+            if action.from_spec:
+                template = up.new_template(vm, action.root, up.data_volume_source(spec, ns))
+            patch = up.switch_patch(vm, root=action.root, keep=action.keep,
+                                    new_template=template, version=action.version)
+            await self.call(self.upgrade_api.patch_vm, ns, vm_name, patch)
+        elif isinstance(action, up.RestartEngine):
+            vmi_name = str(((world.vmi or {}).get("metadata") or {}).get("name") or vm_name)
+            await self.call(self.api.delete_vmi, ns, vmi_name)
+        elif isinstance(action, up.StartEngine):
+            await self.call(self.api.start, ns, vm_name)
+        elif isinstance(action, up.DeleteDisk):
+            await self.call(self.upgrade_api.delete_disk, ns, action.name)
+        elif isinstance(action, up.EmitEvent):
+            await self.call(self.api.event, owner, "Warning" if action.warning else "Normal",
+                            action.reason, action.message)
+        elif isinstance(action, up.Notify):
+            cfg = spec.notifications
+            if cfg is None or not cfg.enabled or not up.notification_matches(
+                cfg.state_transition, action.phase
+            ):
+                return
+            config = await self.smtp_config(cfg, now)
+            if config is not None:
+                subject, text = up.notification_text(
+                    self.name, self.namespace, spec.vm.network.fqdn, action, now
+                )
+                self.notifier.send(notify.Mail(config, subject, text))
 
     # -- status ----------------------------------------------------------------------------
 
@@ -560,7 +755,8 @@ class EngineRunner:
         extra = [
             ("SpecValid", False, "InvalidSpec", self.spec_problem)
             if self.spec_problem is not None
-            else ("SpecValid", True, "Valid", "")
+            else ("SpecValid", True, "Valid", ""),
+            *self.upgrade_conditions,
         ]
         conditions = ev.merge_conditions(
             current, updates, generation=generation, now=now, extra=extra
@@ -580,6 +776,13 @@ class EngineRunner:
             vm_info=self.vm_status(spec, world),
             maintenance_since=self.maintenance_since,
         )
+        if self.upgrade_gm and "maintenance" in status:  # the upgrade's own, not the user's
+            status["maintenance"]["source"] = "Upgrade"
+        if self.running_image is not None:  # what runs (the spec may ask for another image)
+            status["vm"]["image"] = self.running_image.source
+            status["vm"]["version"] = self.running_image.version
+            if status["vm"]["version"] is None:
+                del status["vm"]["version"]
         report = self.notifier.report
         status["notifications"] = {
             k: v
@@ -630,6 +833,7 @@ class EngineRunner:
         if not await self.ensure_objects(body, spec, world, now):
             world = ev.World(**{**world.__dict__, "vm": None})
         elif world.vm is not None:
+            spec = await self.upgrade_step(body, spec, world, now)  # issue 10 (own maintenance)
             strategy = ev.run_strategy(spec, now)
             if (world.vm.get("spec") or {}).get("runStrategy") != strategy:
                 await self.call(
@@ -714,7 +918,8 @@ async def engine_daemon(
     wakes: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKE_KEY, {})
     wakes[(namespace, name)] = runner.wake
     idx = {k: kwargs.get(k) for k in (
-        "he_nodes", "he_leases", "he_hosts", "he_vms", "he_vmis", "he_vmims", "he_pods")}
+        "he_nodes", "he_leases", "he_hosts", "he_vms", "he_vmis", "he_vmims", "he_pods",
+        "he_pod_cpu")}
     prober = asyncio.create_task(runner.probe_loop(body, idx), name=f"he-probe-{name}")
     try:
         while not stopped:

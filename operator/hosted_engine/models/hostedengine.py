@@ -475,10 +475,11 @@ class UpgradePolicy(SpecModel):
     )
     backup_name: DnsLabel | None = Field(
         default=None,
-        description="A Backup in this namespace whose target the pre-upgrade backup uses.",
+        description="A Backup in this namespace whose target the pre-upgrade backup uses "
+        "(default: the first Backup, by name, whose source is this HostedEngine).",
     )
     health_timeout: Annotated[Duration, DurationRange(minimum="1s", maximum="6h")] = duration_field(
-        "15m", "Time the new image has to become healthy before rollback"
+        "15m", "Time the new image has, from the switch, to become healthy before rollback"
     )
 
 
@@ -718,20 +719,36 @@ class UpgradePhase(StrEnum):
 
 
 class UpgradeStatus(StatusModel):
+    """The last engine upgrade (hosted_engine.logic.upgrade): all of its progress, so that a
+    restarted operator resumes it at the step it stopped."""
+
     phase: UpgradePhase
     from_image: Annotated[str, Field(max_length=2048)] | None = None
     to_image: Annotated[str, Field(max_length=2048)] | None = None
     from_version: ShortText | None = None
     to_version: ShortText | None = None
-    target_generation: Annotated[int, Field(ge=0)] | None = None
-    backup_run: ShortText | None = None
+    from_disk: str | None = Field(
+        default=None, max_length=253, description="The DataVolume the old image runs from."
+    )
+    to_disk: str | None = Field(
+        default=None, max_length=253, description="The DataVolume of the new image."
+    )
+    target_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="The newest spec generation seen during the upgrade: a failed target is "
+        "tried again only from a later generation (no loop).",
+    )
+    backup_run: ShortText | None = Field(
+        default=None, description="The pre-upgrade Backup object (one-shot) of this upgrade."
+    )
     owns_global_maintenance: bool = Field(
         default=False, description="The upgrade entered global maintenance and must leave it."
     )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     steps: list[UpgradeStep] = Field(default_factory=list, max_length=16)
-    reason: LongText | None = None
+    reason: ShortText | None = Field(default=None, description="Why it failed (CamelCase).")
+    message: LongText | None = None
 
 
 class SparesStatus(StatusModel):
