@@ -539,6 +539,8 @@ class World:
     nodes: Mapping[str, Obj] = field(default_factory=dict)
     leases: Mapping[str, datetime] = field(default_factory=dict)
     used_memory: Mapping[str, int] = field(default_factory=dict)
+    #: CPU requested on each node by pods other than the engine's, in millicores
+    used_cpu: Mapping[str, int] = field(default_factory=dict)
     probes: tuple[ha.Probe, ...] = ()
     failed_migration_after: datetime | None = None
 
@@ -613,6 +615,25 @@ def node_memory(node: Obj | None) -> int:
         return 0
 
 
+def node_cpu_millis(node: Obj | None) -> int:
+    alloc = _status(node).get("allocatable") or _status(node).get("capacity") or {}
+    try:
+        return int(parse_quantity(str(alloc.get("cpu") or "0")) * 1000)
+    except ValueError:
+        return 0
+
+
+def cpu_load(node: Obj | None, requested_millis: int | None) -> float:
+    """The scoring's CPU pressure input (0..1): the CPU that pods other than the engine request
+    on the node, over its allocatable CPU -- what the scheduler can still give, the same on
+    every cluster (metrics-server is optional). No allocatable CPU or no pod data: 0, no
+    penalty (a missing input never costs a host its score)."""
+    allocatable = node_cpu_millis(node)
+    if allocatable <= 0 or not requested_millis:
+        return 0.0
+    return max(0.0, min(1.0, requested_millis / allocatable))
+
+
 def observe(
     spec: HostedEngineSpec, world: World, namespace: str, he: str
 ) -> tuple[ha.Observation, dict[str, str]]:
@@ -652,6 +673,7 @@ def observe(
                 last_heartbeat=heartbeat,
                 local_maintenance=host_local_maintenance(host),
                 network=network,
+                cpu_load=cpu_load(node, world.used_cpu.get(node_name)),
                 free_memory=free,
                 bmc_power=bmc,
                 can_fence=can_fence(host),
