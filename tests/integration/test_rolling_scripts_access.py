@@ -6,12 +6,12 @@ Hooks are real shell scripts (see test_rolling.py for the recording hook and its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import HOSTS, Cluster, conditions, wait_for
+from harness import HOSTS, Cluster, LabCluster, OperatorThread, conditions, wait_for
 from test_rolling import (
     CONFIGMAPS,
     HOOK,
@@ -194,3 +194,54 @@ def test_pre_maintenance_ahead_runs_while_the_previous_host_is_in_maintenance(
     for host in ("node-1", "node-2"):
         assert host_status(obj, host)["state"] == "Succeeded"
     assert has_event(cluster, "ahead", "Normal", "RollingMaintenanceSucceeded")
+
+
+# --------------------------------------------------------------------------------------------
+# operator restart while paused during PreFlight
+
+
+@pytest.fixture
+def restartable(lab_cluster: LabCluster) -> Iterator[Callable[[], OperatorThread]]:
+    started: list[OperatorThread] = []
+
+    def start() -> OperatorThread:
+        op = OperatorThread(lab_cluster.kubeconfig).start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        if op.running:
+            op.stop()
+
+
+def test_restart_while_paused_in_preflight_records_the_hook_and_stays_paused(
+        lab_cluster: LabCluster, restartable: Callable[[], OperatorThread],
+        hooks_dir: Path) -> None:
+    first = restartable()
+    cluster = Cluster(lab_cluster, first)
+    make_hosts(cluster, {"node-1": "g1", "node-2": "g1"})
+    setup_hooks(cluster)
+    gate = hold(hooks_dir, "node-1", "PreFlight")
+    cluster.create(RUNS, run_body("paused-restart", hooks_dir, {"groups": {}}))
+    wait_stage(cluster, "paused-restart", "node-1", "PreFlight", "Running")
+    cluster.patch(RUNS, "paused-restart", {"spec": {"paused": True}})
+    wait_run(cluster, "paused-restart", "Paused")
+    first.stop()
+
+    # the held hook ends while no operator runs; the new one records it and stays paused
+    gate.touch()
+    cluster.operator = restartable()
+    obj = wait_stage(cluster, "paused-restart", "node-1", "PreFlight", "Succeeded")
+    obj = run(cluster, "paused-restart")
+    assert obj["status"]["state"] == "Paused"
+    assert conditions(obj)["Paused"]["status"] == "True"
+    assert all(list(stage_results(obj, h)) == ["PreFlight"] for h in ("node-1", "node-2"))
+    assert REQUEST not in annotations(cluster, "node-1")
+
+    cluster.patch(RUNS, "paused-restart", {"spec": {"paused": False}})
+    obj = wait_run(cluster, "paused-restart", "Succeeded")
+    ran = record(hooks_dir)
+    for host in ("node-1", "node-2"):  # every stage exactly once across the restart
+        assert [s for h, s in ran if h == host] == [
+            "PreFlight", "PreMaintenance", "Maintenance", "PostMaintenance"], ran
