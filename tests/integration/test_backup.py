@@ -25,6 +25,7 @@ import requests
 from harness import (
     HOSTEDENGINES,
     HOSTS,
+    STORAGEDOMAINS,
     Cluster,
     LabCluster,
     OperatorThread,
@@ -35,7 +36,7 @@ from harness import (
 from hosted_engine.adapters.kube import Resource, hostedengine_resource
 from hosted_engine.lab.apiserver.tls import generate as generate_certificates
 from hosted_engine.lab.kubevirt.diskstream import disk_sha256
-from hostedengine_lab import NS, PVCS, SECRETS, he_body, prepare, wait_up
+from hostedengine_lab import NS, PVCS, ROOT, SECRETS, he_body, prepare, wait_up
 from moto.server import ThreadedMotoServer
 
 pytestmark = pytest.mark.lab
@@ -43,6 +44,8 @@ pytestmark = pytest.mark.lab
 BACKUPS = hostedengine_resource("backups", namespaced=True)
 SNAPSHOTS = Resource("snapshot.kubevirt.io", "v1beta1", "virtualmachinesnapshots", True)
 EXPORTS = Resource("export.kubevirt.io", "v1beta1", "virtualmachineexports", True)
+VMS = Resource("kubevirt.io", "v1", "virtualmachines", True)
+RESTORES = hostedengine_resource("restores", namespaced=True)
 ENGINE = "engine"
 DISK_CLAIM = "engine-disk"
 DISK_BYTES = 3 * 1024 * 1024 + 12345  # not a multiple of a block
@@ -418,6 +421,75 @@ def test_one_chosen_run_is_deleted_unless_it_is_the_only_good_one(
         "pick", NS), timeout=30)
     assert [p.name for p in folder.iterdir()] == [oldest]
     assert succeeded(status(cluster, "pick")["runs"])[0]["id"] == oldest
+
+
+APP_BYTES = 1024 * 1024 + 77
+
+
+def app_vm(cluster: Cluster, name: str, labels: dict[str, str]) -> str:
+    """A stopped VirtualMachine with a small disk of its own; returns its disk's SHA-256."""
+    claim = f"{name}-disk"
+    if cluster.get(STORAGEDOMAINS, "data") is None:  # a CSI data domain for the VMs' disks
+        cluster.apply_yaml(ROOT / "examples" / "lab" / "storagedomain-data.yaml")
+    cluster.wait_field(STORAGEDOMAINS, "data", "status.state", "Active", timeout=30)
+    cluster.create(PVCS, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteMany"],
+                 "storageClassName": "lab-csi",
+                 "resources": {"requests": {"storage": str(APP_BYTES)}}}})
+    cluster.create(VMS, {
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {
+            "domain": {"devices": {}, "memory": {"guest": "1Gi"}},
+            "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": claim}}]}}}})
+    wait_for(f"{claim} bound", lambda: field(cluster.get(PVCS, claim, NS), "status.phase")
+             == "Bound", timeout=30)
+    cluster.patch_status(PVCS, claim, {"capacity": {"storage": str(APP_BYTES)}}, NS)
+    return disk_sha256(f"{NS}/{claim}", APP_BYTES)
+
+
+def test_vm_selector_backs_up_the_selected_vms_and_a_restore_lists_them(
+        cluster: Cluster, tmp_path: Path) -> None:
+    engine_sha = engine_ready(cluster)
+    app_sha = app_vm(cluster, "app", {"tier": "backend"})
+    app_vm(cluster, "scratch", {"tier": "test"})
+    cluster.create(BACKUPS, backup_body(
+        "with-vms", {"filesystem": {"path": str(tmp_path)}},
+        source={"hostedEngine": ENGINE, "vmSelector": {"matchLabels": {"tier": "backend"}}}))
+    st = wait_runs(cluster, "with-vms", lambda runs: bool(runs), "the run")
+    run = st["runs"][0]
+    assert run["phase"] == "Succeeded", run
+    assert run["virtualMachines"] == ["app"]
+    folder = tmp_path / NS / ENGINE / run["id"]
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    assert manifest["source"]["virtualMachines"] == ["app"]
+    objects = {o["name"]: o for o in manifest["objects"]}
+    assert set(objects) == {"disk.img.gz", "virtualmachine.yaml", "hostedengine.yaml",
+                            "vm-app-disk.img.gz", "vm-app.yaml"}
+    for name, entry in objects.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
+    app_disk = gzip.decompress((folder / "vm-app-disk.img.gz").read_bytes())
+    assert len(app_disk) == APP_BYTES and hashlib.sha256(app_disk).hexdigest() == app_sha
+    assert objects["disk.img.gz"]["rawSha256"] == engine_sha
+    assert b"tier: backend" in (folder / "vm-app.yaml").read_bytes()
+    wait_for("no snapshot or export left", lambda: no_children(cluster), timeout=30)
+
+    cluster.create(RESTORES, {
+        "apiVersion": "hostedengine.io/v1alpha1", "kind": "Restore",
+        "metadata": {"name": "with-vms", "namespace": NS},
+        "spec": {"source": {"backup": {"name": "with-vms"}}, "hostedEngineName": "engine-b",
+                 "storageDomain": "data"}})
+
+    def restored() -> dict[str, Any] | None:
+        st = dict((cluster.get(RESTORES, "with-vms", NS) or {}).get("status") or {})
+        return st if st.get("phase") in ("Succeeded", "Failed") else None
+
+    rst = wait_for("the restore", restored, timeout=90, describe=lambda: (
+        cluster.get(RESTORES, "with-vms", NS) or {}).get("status"))
+    assert rst["phase"] == "Succeeded", rst
+    assert rst["objectsVerified"] == 5 and rst["virtualMachines"] == ["app"]
 
 
 @pytest.fixture

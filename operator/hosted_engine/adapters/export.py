@@ -115,6 +115,9 @@ class BackupKube:
     def vm(self, namespace: str, name: str) -> Body | None:
         return self.kube.find(VMS, name, namespace)
 
+    def vms(self, namespace: str) -> list[Body]:
+        return self.kube.list(VMS, namespace)
+
     # -- failover host --------------------------------------------------------------------
     def host(self, name: str) -> Body | None:
         return self.kube.find(HOSTS, name)
@@ -278,10 +281,32 @@ def run_prefix(namespace: str, hosted_engine: str, run_id: str) -> str:
     return f"{namespace}/{hosted_engine}/{run_id}"
 
 
+def _upload_disks(store: ObjectStore, prefix: str, links: list[ExportLink], token: str,
+                  first: str, pattern: str, stop: threading.Event | None
+                  ) -> list[lb.StoredObject]:
+    """Stream the export's volumes: the first as ``first``, the others by ``pattern``."""
+    objects = []
+    for index, link in enumerate(links):
+        name = first if index == 0 else pattern.format(volume=link.volume)
+        gz = lb.GzipStream()
+
+        def compressed(link: ExportLink = link, gz: lb.GzipStream = gz) -> Iterator[bytes]:
+            for chunk in prefetch(iter_export(link, token, stop)):
+                yield from gz.feed(chunk)
+            yield from gz.finish()
+
+        store.upload_stream(f"{prefix}/{name}", compressed())
+        objects.append(lb.StoredObject(name, gz.stored_size, gz.stored_sha.hexdigest(),
+                                       gz.raw_size, gz.raw_sha.hexdigest()))
+    return objects
+
+
 def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *,
                hosted_engine: str, run_id: str, export: str,
-               stop: threading.Event | None = None) -> lb.UploadResult:
-    """Stream the run's disk(s), definitions and (last) the manifest to ``store``."""
+               stop: threading.Event | None = None,
+               others: Mapping[str, str] | None = None) -> lb.UploadResult:
+    """Stream the run's disk(s), definitions and (last) the manifest to ``store``; ``others``
+    maps the other selected VMs to their exports."""
     namespace = str(_meta(backup).get("namespace"))
     prefix = run_prefix(namespace, hosted_engine, run_id)
     try:
@@ -294,20 +319,22 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
             return lb.UploadResult(ok=False, error="the export lists no volume")
         token = api.export_token(namespace, export)
         store.abort_incomplete(prefix)  # a resumed run: what the interrupted upload left
-        objects: list[lb.StoredObject] = []
-        for index, link in enumerate(links):
-            name = lb.DISK if index == 0 else f"disk-{link.volume}.img.gz"
-            gz = lb.GzipStream()
-
-            def compressed(link: ExportLink = link, gz: lb.GzipStream = gz) -> Iterator[bytes]:
-                for chunk in prefetch(iter_export(link, token, stop)):
-                    yield from gz.feed(chunk)
-                yield from gz.finish()
-
-            store.upload_stream(f"{prefix}/{name}", compressed())
-            objects.append(lb.StoredObject(name, gz.stored_size, gz.stored_sha.hexdigest(),
-                                           gz.raw_size, gz.raw_sha.hexdigest()))
-        for name, obj, keep in ((lb.VM_DEFINITION, vm, False), (lb.HE_DEFINITION, he, True)):
+        objects = _upload_disks(store, prefix, links, token, lb.DISK, "disk-{volume}.img.gz",
+                                stop)
+        definitions: list[tuple[str, Mapping[str, Any], bool]] = [
+            (lb.VM_DEFINITION, vm, False), (lb.HE_DEFINITION, he, True)]
+        for other, other_export in sorted((others or {}).items()):
+            other_vm = api.vm(namespace, other)
+            if other_vm is None:
+                return lb.UploadResult(ok=False, error=f"VirtualMachine {other} is gone")
+            other_links = api.export_links(namespace, other_export)
+            disk_prefix, vm_file = lb.vm_object_names(other)
+            objects += _upload_disks(store, prefix, other_links,
+                                     api.export_token(namespace, other_export),
+                                     f"{disk_prefix}disk.img.gz",
+                                     disk_prefix + "disk-{volume}.img.gz", stop)
+            definitions.append((vm_file, other_vm, False))
+        for name, obj, keep in definitions:
             data = yaml.safe_dump(definition(obj, keep_status=keep), sort_keys=False).encode()
             store.put(f"{prefix}/{name}", data)
             objects.append(lb.StoredObject(name, len(data), lb.sha256_hex(data)))
@@ -322,7 +349,8 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
             created_at=get_clock().now(), operator_version=__version__,
             source={"hostedEngine": hosted_engine, "virtualMachine": hosted_engine,
                     "fqdn": fqdn, "engineVersion": version,
-                    "volumes": [link.volume for link in links]},
+                    "volumes": [link.volume for link in links],
+                    "virtualMachines": sorted(others or {})},
             objects=objects, indications=indications)
         store.put(f"{prefix}/{lb.MANIFEST}", manifest)
     except (StoreError, KubeError) as exc:

@@ -24,9 +24,15 @@ Bad input
     the last good status stays. A target that cannot be opened (missing Secret, pvc target) fails
     the run with the reason (never a secret) in ``currentRun.message`` and the Events.
 
+Other VMs
+    ``source.vmSelector``: the VirtualMachines of the namespace it selects (not the engine's)
+    are chosen when a run starts (``currentRun.virtualMachines``); each gets its own snapshot
+    and export (:func:`hosted_engine.logic.backup.vm_child_name`) and its disks
+    (``vm-<name>-disk.img.gz``) and definition (``vm-<name>.yaml``) go into the same run, listed
+    in the manifest (``source.virtualMachines``).
+
 Not supported yet
-    ``target.pvc`` (``Ready=False/UnsupportedTarget``, nothing runs) and
-    ``source.vmSelector`` (said in the ``Ready`` message; only the engine is backed up).
+    ``target.pvc`` (``Ready=False/UnsupportedTarget``, nothing runs).
 
 Suspension
     ``spec.suspend`` pauses the schedule (``Suspended=True/SuspendedByUser``). ``maxFailures``
@@ -113,6 +119,12 @@ class BackupReconciler:
             "delete_run": (meta.get("annotations") or {}).get(DELETE_RUN_ANNOTATION) or None,
             "created_at": _parse_time(meta.get("creationTimestamp")),
         }
+        if run is None and spec.source.vm_selector is not None:
+            selector = spec.source.vm_selector
+            obs["selected_vms"] = tuple(sorted(
+                str(vm["metadata"]["name"]) for vm in self.api.vms(namespace)
+                if vm["metadata"]["name"] != spec.source.hosted_engine
+                and selector.matches(vm["metadata"].get("labels") or {})))
         if run is None or run.phase != RunPhase.RUNNING:
             return lb.Observed(**obs)
         child = run.snapshot_name or lb.child_name(name, run.id)
@@ -127,32 +139,44 @@ class BackupReconciler:
             obs["source_present"] = self.api.vm(namespace, spec.source.hosted_engine) is not None
             snap = self.api.snapshot(namespace, child)
             if snap is not None:
-                st = snap.get("status") or {}
-                failed = None
-                if st.get("phase") == "Failed":
-                    failed = str((st.get("error") or {}).get("message") or "Failed")
-                obs["snapshot"] = lb.SnapshotView(
-                    ready=bool(st.get("readyToUse")), failed=failed,
-                    indications=tuple(str(i) for i in st.get("indications") or []))
+                obs["snapshot"] = _snapshot_view(snap)
         if run.step == RunStep.EXPORT:
             export = self.api.export(namespace, child)
             if export is not None:
                 st = export.get("status") or {}
                 obs["export"] = lb.ExportView(ready=st.get("phase") == "Ready")
+        others = run.virtual_machines or []
+        if run.step == RunStep.SNAPSHOT and others:
+            snaps = {}
+            for vm in others:
+                snap = self.api.snapshot(namespace, lb.vm_child_name(name, run.id, vm))
+                if snap is not None:
+                    snaps[vm] = _snapshot_view(snap)
+            obs["other_snapshots"] = snaps
+        if run.step == RunStep.EXPORT and others:
+            exports = {}
+            for vm in others:
+                export = self.api.export(namespace, lb.vm_child_name(name, run.id, vm))
+                if export is not None:
+                    exports[vm] = lb.ExportView(
+                        ready=(export.get("status") or {}).get("phase") == "Ready")
+            obs["other_exports"] = exports
         if run.step in (RunStep.UPLOAD, RunStep.MANIFEST):
-            obs["upload"] = self._upload(body, spec, run.id, child, stop)
+            obs["upload"] = self._upload(body, spec, run.id, child, stop, list(others))
         return lb.Observed(**obs)
 
     def _upload(self, body: Mapping[str, Any], spec: BackupSpec, run_id: str, export: str,
-                stop: threading.Event) -> lb.UploadResult:
+                stop: threading.Event, vms: list[str]) -> lb.UploadResult:
         namespace = str((body.get("metadata") or {}).get("namespace"))
         try:
             store = open_store(self.kube, namespace, spec.target)
         except StoreError as exc:
             return lb.UploadResult(ok=False, error=str(exc))
         try:
+            others = {vm: lb.vm_child_name(str((body.get("metadata") or {}).get("name")),
+                                           run_id, vm) for vm in vms}
             return upload_run(self.api, store, body, hosted_engine=spec.source.hosted_engine,
-                              run_id=run_id, export=export, stop=stop)
+                              run_id=run_id, export=export, stop=stop, others=others)
         finally:
             store.close()
 
@@ -166,7 +190,8 @@ class BackupReconciler:
             self.api.request_maintenance(action.host, lb.maintenance_request(namespace, name),
                                          action.on)
         elif isinstance(action, lb.CreateSnapshot):
-            self.api.create_snapshot(body, action.name, spec.source.hosted_engine, run_id or "")
+            self.api.create_snapshot(body, action.name, action.vm or spec.source.hosted_engine,
+                                     run_id or "")
         elif isinstance(action, lb.CreateExport):
             self.api.create_export(body, action.name, action.snapshot, run_id or "")
         elif isinstance(action, lb.DeleteChildren):
@@ -253,10 +278,8 @@ class BackupReconciler:
 
     def _write(self, namespace: str, name: str, spec: BackupSpec, status: BackupStatus,
                conditions: list[Condition], generation: int, now: datetime) -> None:
-        note = ("spec.source.vmSelector is not supported yet: only the engine's VM is backed "
-                "up" if spec.source.vm_selector is not None else "")
         conds = set_condition(conditions, ConditionType.READY, ConditionStatus.TRUE,
-                              Reason.RECONCILED, note, observed_generation=generation, now=now)
+                              Reason.RECONCILED, "", observed_generation=generation, now=now)
         if spec.suspend:
             conds = set_condition(conds, ConditionType.SUSPENDED, ConditionStatus.TRUE,
                                   Reason.SUSPENDED_BY_USER, "spec.suspend is true",
@@ -305,6 +328,15 @@ class BackupReconciler:
         if host:
             self.api.request_maintenance(str(host), lb.maintenance_request(namespace, name),
                                          False)
+
+
+def _snapshot_view(snap: Mapping[str, Any]) -> lb.SnapshotView:
+    st = snap.get("status") or {}
+    failed = None
+    if st.get("phase") == "Failed":
+        failed = str((st.get("error") or {}).get("message") or "Failed")
+    return lb.SnapshotView(ready=bool(st.get("readyToUse")), failed=failed,
+                           indications=tuple(str(i) for i in st.get("indications") or []))
 
 
 def _parse_time(value: Any) -> datetime | None:

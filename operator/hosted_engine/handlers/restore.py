@@ -15,7 +15,9 @@ How it runs
        owned by the Restore); once it has Succeeded, the new HostedEngine is created with the
        backed-up spec (same FQDN), its disk cloned from that claim (``spec.vm.image.pvc``).
        It is *not* owned by the Restore: deleting the Restore never deletes the engine.
-    3. Hosts recorded in the backup (the engine's host table and allowed names) that are absent
+    3. Other VirtualMachines in the run (``Backup.spec.source.vmSelector``) are verified with
+       it and listed in ``status.virtualMachines``; the Restore recreates only the engine.
+    4. Hosts recorded in the backup (the engine's host table and allowed names) that are absent
        or not operational are reported in ``status.missingHosts``; with ``cleanMissingHosts``
        the new engine's allowed host list leaves them out (``cleaned: true``).
 
@@ -234,6 +236,9 @@ class RestoreReconciler:
                                     for h, r in missing]
             status.phase = RestorePhase.RESTORING
             status.hosted_engine = he_name
+            status.virtual_machines = [
+                str(v) for v in (check.manifest.get("source") or {}).get("virtualMachines")
+                or []][:100]
             self._write(namespace, name, status, conds, generation, now)
             if target.s3 is None and target.filesystem is None:
                 raise Refused("the disk of a run on a pvc target cannot be restored yet; copy "

@@ -86,6 +86,16 @@ def child_name(backup: str, run_id: str) -> str:
     return f"{name[: _NAME_LIMIT - 9].rstrip('-')}-{digest}"
 
 
+def vm_child_name(backup: str, run_id: str, vm: str) -> str:
+    """Deterministic name of the snapshot/export/token of another selected VM of a run."""
+    return child_name(backup, f"{run_id}-{vm}")
+
+
+def vm_object_names(vm: str) -> tuple[str, str]:
+    """(disk prefix, definition) of another selected VM in a run's folder."""
+    return f"vm-{vm}-", f"vm-{vm}.yaml"
+
+
 def maintenance_request(namespace: str, backup: str) -> str:
     """The Host annotation value ``hostedengine.io/maintenance-request`` a Backup puts."""
     return f"backup/{namespace}.{backup}"
@@ -136,6 +146,9 @@ class Observed:
     export: ExportView | None = None
     upload: UploadResult | None = None
     deleted_runs: tuple[str, ...] = ()  # runs whose objects the handler removed
+    selected_vms: tuple[str, ...] = ()  # VMs spec.source.vmSelector selects now (run start)
+    other_snapshots: Mapping[str, SnapshotView] = field(default_factory=dict)  # by VM
+    other_exports: Mapping[str, ExportView] = field(default_factory=dict)  # by VM
     delete_run: str | None = None  # the hostedengine.io/delete-run annotation
 
 
@@ -148,6 +161,7 @@ class RequestMaintenance:
 @dataclass(frozen=True)
 class CreateSnapshot:
     name: str
+    vm: str | None = None  # None: the engine's VM
 
 
 @dataclass(frozen=True)
@@ -311,6 +325,7 @@ def start_run(spec: BackupSpec, status: BackupStatus, obs: Observed, now: dateti
     run = BackupRun(
         id=run_id, phase=RunPhase.RUNNING, trigger=trigger, step=_first_step(spec),
         scheduled_at=slot, started_at=now, snapshot_name=name, export_name=name,
+        virtual_machines=sorted(obs.selected_vms)[:100] if spec.source.vm_selector else None,
     )
     out = status.model_copy(update={"current_run": run, "phase": BackupPhase.RUNNING})
     if trigger == RunTrigger.MANUAL:
@@ -345,14 +360,23 @@ def _step_run(spec: BackupSpec, run: BackupRun, obs: Observed,
                 Emit("Normal", "FailoverHostInMaintenance",
                      f"run {run.id}: Host {host} is in maintenance")], 0.0
         return run, [], RUN_POLL
+    others = list(run.virtual_machines or [])
     if running and step == RunStep.SNAPSHOT:
         if not obs.source_present:
             return _fail(run, "the HostedEngine's VirtualMachine does not exist"), [], 0.0
-        if obs.snapshot is None:
-            return run, [CreateSnapshot(name)], RUN_POLL
+        creates: list[Action] = [] if obs.snapshot is not None else [CreateSnapshot(name)]
+        creates += [CreateSnapshot(vm_child_name(obs.name, run.id, vm), vm)
+                    for vm in others if vm not in obs.other_snapshots]
+        if creates:
+            return run, creates, RUN_POLL
+        assert obs.snapshot is not None
         if obs.snapshot.failed:
             return _fail(run, f"snapshot failed: {obs.snapshot.failed}"), [], 0.0
-        if not obs.snapshot.ready:
+        for vm in others:
+            if obs.other_snapshots[vm].failed:
+                return _fail(run, f"snapshot of VirtualMachine {vm} failed: "
+                                  f"{obs.other_snapshots[vm].failed}"), [], 0.0
+        if not obs.snapshot.ready or not all(obs.other_snapshots[vm].ready for vm in others):
             return run, [], RUN_POLL
         message = None
         if spec.quiesce and "GuestAgent" not in obs.snapshot.indications and (
@@ -361,11 +385,20 @@ def _step_run(spec: BackupSpec, run: BackupRun, obs: Observed,
             message = "no guest agent: the snapshot is crash-consistent"
         return run.model_copy(update={"step": RunStep.EXPORT, "message": message}), [], 0.0
     if running and step == RunStep.EXPORT:
-        if obs.export is None:
-            return run, [CreateExport(name, name)], RUN_POLL
+        exports: list[Action] = [] if obs.export is not None else [CreateExport(name, name)]
+        exports += [CreateExport(vm_child_name(obs.name, run.id, vm),
+                                 vm_child_name(obs.name, run.id, vm))
+                    for vm in others if vm not in obs.other_exports]
+        if exports:
+            return run, exports, RUN_POLL
+        assert obs.export is not None
         if obs.export.failed:
             return _fail(run, f"export failed: {obs.export.failed}"), [], 0.0
-        if not obs.export.ready:
+        for vm in others:
+            if obs.other_exports[vm].failed:
+                return _fail(run, f"export of VirtualMachine {vm} failed: "
+                                  f"{obs.other_exports[vm].failed}"), [], 0.0
+        if not obs.export.ready or not all(obs.other_exports[vm].ready for vm in others):
             return run, [], RUN_POLL
         return run.model_copy(update={"step": RunStep.UPLOAD}), [], 0.0
     if running and step in (RunStep.UPLOAD, RunStep.MANIFEST):
@@ -381,6 +414,7 @@ def _step_run(spec: BackupSpec, run: BackupRun, obs: Observed,
         }), [], 0.0
     if step == RunStep.CLEANUP:
         actions: list[Action] = [DeleteChildren(name)]
+        actions += [DeleteChildren(vm_child_name(obs.name, run.id, vm)) for vm in others]
         if run.phase != RunPhase.SUCCEEDED:
             actions.append(DeleteRunObjects(run.id))
         nxt = RunStep.ACTIVATE_FAILOVER_HOST if host else RunStep.DONE
@@ -750,6 +784,8 @@ __all__ = [
     "run_id_for",
     "to_delete",
     "verify_object",
+    "vm_child_name",
+    "vm_object_names",
 ]
 
 

@@ -259,6 +259,10 @@ class BackupRun(StatusModel):
     manifest_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", max_length=64)] | None = None
     snapshot_name: ShortText | None = None
     export_name: ShortText | None = None
+    virtual_machines: list[DnsLabel] | None = Field(
+        default=None, max_length=100,
+        description="Other VirtualMachines of the run (spec.source.vmSelector), chosen at its "
+        "start.")
     engine_version: ShortText | None = None
     message: LongText | None = None
 

@@ -301,6 +301,31 @@ def test_an_unknown_or_running_run_is_not_deleted() -> None:
     assert _reasons(actions) == [("DeleteRunRefused", "no run r999 in the history")]
 
 
+def test_selected_vms_get_their_own_snapshot_and_export_and_are_cleaned_up() -> None:
+    s = spec(source={"hostedEngine": "engine", "vmSelector": {"matchLabels": {"t": "b"}}})
+    plan = lb.advance(s, BackupStatus(), obs(selected_vms=("db", "app")), T0)
+    run = plan.status.current_run
+    assert run is not None and run.virtual_machines == ["app", "db"]
+    app, db = (lb.vm_child_name("nightly", run.id, vm) for vm in ("app", "db"))
+    plan = lb.advance(s, plan.status, obs(), T0)
+    assert plan.actions == [lb.CreateSnapshot(run.snapshot_name or ""),
+                            lb.CreateSnapshot(app, "app"), lb.CreateSnapshot(db, "db")]
+    ready = lb.SnapshotView(ready=True)
+    # one VM's snapshot still missing or not ready: the run waits
+    waiting = lb.advance(s, plan.status, obs(snapshot=ready, other_snapshots={"app": ready}), T0)
+    assert waiting.actions == [lb.CreateSnapshot(db, "db")]
+    assert waiting.status.current_run is not None
+    assert waiting.status.current_run.step == RunStep.SNAPSHOT
+    failed = lb.advance(s, plan.status, obs(snapshot=ready, other_snapshots={
+        "app": ready, "db": lb.SnapshotView(failed="no such VM")}), T0)
+    assert failed.status.current_run is not None
+    assert failed.status.current_run.phase == RunPhase.FAILED
+    assert "VirtualMachine db" in (failed.status.current_run.message or "")
+    cleanup = lb.advance(s, failed.status, obs(), T0)
+    assert {a.name for a in cleanup.actions if isinstance(a, lb.DeleteChildren)} == {
+        run.snapshot_name, app, db}
+
+
 # -- data --------------------------------------------------------------------------------------
 
 
