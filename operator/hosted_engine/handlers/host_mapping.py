@@ -443,7 +443,10 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
         ),
         cluster=cluster_health(world, now, lease_rules),
         vms=tuple(vms),
-        targets=tuple(targets(world, node_name)),
+        # the drain's targets (every node's capacity): only while maintenance is asked for or
+        # under way -- the only decisions that read them (O(nodes + pods) per reconcile)
+        targets=tuple(targets(world, node_name))
+        if progress is not None or maintenance_mode(host) is lc.MaintenanceMode.LOCAL else (),
         in_flight_by_source=in_flight_by_source(world, node_name, name),
         limits=dr.MigrationLimits.from_kubevirt_config(migration_limits_config(world.kubevirt)),
         policy=lc.HostPolicy(

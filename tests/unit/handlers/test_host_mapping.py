@@ -155,7 +155,9 @@ def test_targets_cluster_health_and_restartable_vms() -> None:
                       ("vms", "q"): ("node-2", 4 * GI, 500, "Succeeded")},
     )
     w.hosts["node-4"] = host_obj("node-4", status={"state": "Maintenance"})
-    host = Host.model_validate(host_obj())
+    # the drain's targets are read only when maintenance is asked for (or under way)
+    assert hm.observe(Host.model_validate(host_obj()), w, T0, SETTINGS, None).targets == ()
+    host = Host.model_validate(host_obj(spec={"maintenance": {"mode": "local"}}))
     obs = hm.observe(host, w, T0, SETTINGS, None)
     targets = {t.name: t for t in obs.targets}
     assert set(targets) == {"node-2", "node-3", "node-4"}
