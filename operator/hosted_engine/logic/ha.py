@@ -76,7 +76,9 @@ EngineStarting: VMI Running, waiting for health GOOD.
     StopEngine(graceful) -> EngineStop; but with health UNKNOWN: Warning HealthUnknown and wait.
 EngineUp: running and healthy.
     VMI no longer active -> failure -> EngineUnexpectedlyDown. VMI on another node (migrated by
-    someone else) -> follow it (Event EngineMoved). Local maintenance of its host ->
+    someone else) -> follow it (Event EngineMoved); if the host it left is lost or fenced, the
+    engine failed over while the machine was not looking (an operator restart): count the
+    failover (Event EngineFailedOver, ``last_failover``) and release that host's fence. Local maintenance of its host ->
     LocalMaintenance. Health BAD -> EngineUpBadHealth. Another host leads by
     ``move_hysteresis`` (800) or more -> move (below). Healthy for ``stable_period`` -> attempts
     reset. Releases (ClearFenceRequest) the fence request of the host it failed over from.
@@ -1049,12 +1051,44 @@ def _running_checks(r: _Run) -> bool:
             r.goto(State.ENGINE_UNEXPECTEDLY_DOWN, why)
         return True
     if r.node != r.mem.host:
-        r.event(False, "EngineMoved", f"engine VMI now on {r.node} (was {r.mem.host})")
+        old = r.mem.host
+        if old is not None and (r.dead_node(old) or r.lost(old)):
+            _record_missed_failover(r, old)
+        else:
+            r.event(False, "EngineMoved", f"engine VMI now on {r.node} (was {old})")
         r.set(host=r.node)
     if r.hosts.get(r.node or "", _NO_HOST).local_maintenance:
         r.goto(State.LOCAL_MAINTENANCE, f"host {r.node} entered local maintenance")
         return True
     return False
+
+
+def _record_missed_failover(r: _Run, old: str) -> None:
+    """The engine runs elsewhere and the host it ran on is lost or fenced: it failed over while
+    the machine was not looking (KubeVirt restarted it after the fence while the operator was
+    down). Count that failover, not a move, and release the fence request of the old host."""
+    seen = r.hosts[old].last_heartbeat if old in r.hosts else None
+    fenced = r.hosts[old].fence_since if old in r.hosts and r.dead_node(old) else None
+    started = r.obs.vm.since or r.now
+    lost_at = min(seen, r.now) if seen is not None else r.now
+    record = FailoverRecord(
+        old,
+        lost_at=lost_at,
+        detected_at=r.now,
+        fenced_at=fenced,
+        started_at=min(started, r.now),
+        to_host=r.node,
+        healthy_at=r.now,
+    )
+    r.event(
+        False, "EngineFailedOver", f"engine VMI now on {r.node}; {old} was lost or fenced"
+    )
+    r.set(
+        failover=None,
+        last_failover=record,
+        failovers=r.mem.failovers + 1,
+        fenced_host=old if r.dead_node(old) else r.mem.fenced_host,
+    )
 
 
 def _maybe_move_for_score(r: _Run) -> bool:

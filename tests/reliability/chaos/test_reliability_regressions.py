@@ -1,0 +1,69 @@
+"""Regression tests (pure logic) for the bugs the chaos suite found.
+
+1. Operator killed in the middle of a failover (kill-point test of the failover): the restarted
+   operator read an HA memory still saying EngineUp on the lost host, found the engine VMI that
+   KubeVirt had restarted on another host after the fence, and followed it as a "move": the
+   failover was lost (failovers stayed 0, no lastFailover) and the fence request of the lost
+   host was never released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hosted_engine.logic import ha
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+GiB = 1024**3
+
+
+def host(name: str, **changes: Any) -> ha.HostObservation:
+    base = ha.HostObservation(name=name, ready=True, last_heartbeat=NOW - timedelta(seconds=1),
+                              free_memory=8 * GiB)
+    return replace(base, **changes)
+
+
+def observation(old: ha.HostObservation) -> ha.Observation:
+    return ha.Observation(
+        vm=ha.EngineVm(exists=True, desired_running=True, phase=ha.VmiPhase.RUNNING,
+                       node="h2", since=NOW - timedelta(seconds=20)),
+        probes=(ha.Probe(NOW - timedelta(seconds=1), ha.ProbeResult.OK),),
+        hosts=(old, host("h2"), host("h3")),
+        engine_memory=GiB,
+    )
+
+
+def up_on_h1() -> ha.Memory:
+    return ha.Memory(state=ha.State.ENGINE_UP, since=NOW - timedelta(minutes=5), host="h1",
+                     healthy_since=NOW - timedelta(minutes=5))
+
+
+def test_engine_found_elsewhere_after_its_host_was_fenced_is_a_failover() -> None:
+    fenced_at = NOW - timedelta(seconds=30)
+    old = ha.HostObservation(name="h1", ready=False, last_heartbeat=NOW - timedelta(minutes=1),
+                             free_memory=8 * GiB, bmc_power=ha.PowerState.OFF,
+                             fence=ha.FenceStatus.CONFIRMED, fence_since=fenced_at)
+    decision = ha.step(ha.Settings(), up_on_h1(), observation(old), NOW)
+    memory = decision.memory
+    assert memory.state is ha.State.ENGINE_UP and memory.host == "h2"
+    assert memory.failovers == 1
+    record = memory.last_failover
+    assert record is not None
+    assert (record.from_host, record.to_host, record.fenced_at) == ("h1", "h2", fenced_at)
+    assert record.lost_at <= record.detected_at and record.healthy_at == NOW
+    assert ha.ClearFenceRequest("h1") in decision.actions
+    reasons = [a.reason for a in decision.actions if isinstance(a, ha.EmitEvent)]
+    assert "EngineFailedOver" in reasons and "EngineMoved" not in reasons
+    # the record survives the status round trip a restarted operator reads
+    again = ha.memory_from_dict(ha.memory_to_dict(memory))
+    assert again.failovers == 1 and again.last_failover == record
+
+
+def test_engine_found_elsewhere_while_its_host_is_fine_is_a_move() -> None:
+    decision = ha.step(ha.Settings(), up_on_h1(), observation(host("h1")), NOW)
+    assert decision.memory.host == "h2"
+    assert decision.memory.failovers == 0 and decision.memory.last_failover is None
+    reasons = [a.reason for a in decision.actions if isinstance(a, ha.EmitEvent)]
+    assert "EngineMoved" in reasons and "EngineFailedOver" not in reasons
