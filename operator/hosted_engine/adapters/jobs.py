@@ -354,13 +354,14 @@ class JobsKube:
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         return tail(text, lines)
 
-    def outcome(self, namespace: str, job: Mapping[str, Any]) -> tuple[JobOutcome, str]:
-        """A Job's outcome and, once it finished, the tail of its log."""
+    def outcome(self, namespace: str, job: Mapping[str, Any],
+                with_log: bool = True) -> tuple[JobOutcome, str]:
+        """A Job's outcome and, once it finished (and ``with_log``), the tail of its log."""
         name = str(meta(job).get("name"))
         pods = self.pods(namespace, name) if job_finished(job) else []
         result = job_outcome(job, pods)
         log = ""
-        if result.state != "Running" and result.pod is not None:
+        if with_log and result.state != "Running" and result.pod is not None:
             log = self.log_tail(namespace, result.pod)
         return result, log
 

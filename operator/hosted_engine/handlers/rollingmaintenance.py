@@ -117,8 +117,11 @@ class RollingReconciler:
         self._locks_lock = threading.Lock()
         #: run -> the body our last status patch returned (newer than a lagging watch)
         self._written: dict[str, dict[str, Any]] = {}
-        #: job name -> (resourceVersion, view): a finished Job is read (pod, log) once
+        #: job name -> (resourceVersion, view): a finished Job's pod is read once
         self._views: dict[str, tuple[str, rl.JobView]] = {}
+        #: job name -> (namespace, pod) of a finished hook whose log is still to be read;
+        #: read after the next step's actions are carried out (off the critical path)
+        self._logs: dict[str, tuple[str, str]] = {}
         self._sa_ready: set[str] = set()
 
     def _lock_for(self, name: str) -> threading.Lock:
@@ -227,6 +230,8 @@ class RollingReconciler:
                 log.warning("rolling %s: %s failed: %s", name, type(action).__name__, exc)
                 events.append(("Warning", "HookJobFailed", f"{type(action).__name__}: {exc}"))
         self._converge(name, new, world, result.actions)
+        if self._fill_logs(new):  # the logs of hooks that just ended, now the next step is out
+            status = status.model_copy(update={"hosts": rm.to_status(new).hosts})
         self._write(name, body, obj.status.to_dict(), status.to_dict())
         for type_, reason, message in events:
             self.api.event(body, type_, reason, message)
@@ -294,13 +299,29 @@ class RollingReconciler:
             return cached[1]
         namespace = str(meta(job).get("namespace") or "")
         try:
-            outcome, tail = self.jobs.outcome(namespace, job)
+            outcome = self.jobs.outcome(namespace, job, with_log=False)[0]
         except KubeError as exc:
             log.warning("rolling: reading job %s failed: %s", key, exc)
             return rl.JobView(rl.JobState.RUNNING)
-        view = rm.job_view(outcome, tail)
+        view = rm.job_view(outcome, "")
         self._views[key] = (rv, view)
+        if outcome.pod is not None and outcome.state != "Running":
+            self._logs[key] = (namespace, outcome.pod)
         return view
+
+    def _fill_logs(self, state: rl.RunState) -> bool:
+        """Put the last lines of the logs of hooks whose result this step recorded into the
+        state (one read per hook); True when any was filled."""
+        filled = False
+        for h in state.hosts:
+            for rec in h.stages.values():
+                where = self._logs.pop(rec.job_name, None) if rec.result is not None else None
+                if where is None or rec.log_tail:
+                    continue
+                with contextlib.suppress(KubeError):
+                    rec.log_tail = self.jobs.log_tail(*where)
+                    filled = filled or bool(rec.log_tail)
+        return filled
 
     def _run_hook(self, owner: Mapping[str, Any], namespace: str,
                   sources: Mapping[rl.Stage, Any], action: rl.RunHook, world: rm.World) -> None:
