@@ -78,10 +78,11 @@ EngineUp: running and healthy.
     VMI no longer active -> failure -> EngineUnexpectedlyDown. VMI on another node (migrated by
     someone else) -> follow it (Event EngineMoved); if the host it left is lost or fenced, the
     engine failed over while the machine was not looking (an operator restart): count the
-    failover (Event EngineFailedOver, ``last_failover``) and release that host's fence. Local maintenance of its host ->
-    LocalMaintenance. Health BAD -> EngineUpBadHealth. Another host leads by
-    ``move_hysteresis`` (800) or more -> move (below). Healthy for ``stable_period`` -> attempts
-    reset. Releases (ClearFenceRequest) the fence request of the host it failed over from.
+    failover (Event EngineFailedOver, ``last_failover``) and release that host's fence. Local
+    maintenance of its host -> LocalMaintenance. Health BAD -> EngineUpBadHealth. Another host
+    leads by ``move_hysteresis`` (800) or more -> move (below). Healthy for ``stable_period``
+    -> attempts reset. Releases (ClearFenceRequest) the fence request of the host it failed
+    over from.
 EngineUpBadHealth: running, health BAD since ``since``.
     Same exits as EngineUp; health GOOD -> EngineUp; BAD for ``restart_grace`` -> failure,
     StopEngine(graceful) -> EngineStop. The failure costs the host 50 points, so an equal host
