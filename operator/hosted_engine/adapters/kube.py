@@ -33,8 +33,11 @@ import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 
-from hosted_engine import API_GROUP, API_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from hosted_engine import API_GROUP, API_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, __version__
 from hosted_engine.clock import get_clock
+
+#: The User-Agent of the operator's API requests (both its clients), as audit logs show it.
+USER_AGENT: Final = f"{MANAGED_BY_VALUE}/{__version__}"
 
 Body = dict[str, Any]
 EventType = Literal["Normal", "Warning"]
@@ -364,8 +367,11 @@ class Kube:
     """Typed access to the API server. Synchronous: call it from sync kopf handlers (kopf runs
     those in a thread pool), never from a coroutine."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, *,
+                 user_agent: str | None = None) -> None:
         self._client = api_client or kubernetes.client.ApiClient(configuration())
+        if user_agent:
+            self._client.user_agent = user_agent
 
     @property
     def api_client(self) -> kubernetes.client.ApiClient:

@@ -8,6 +8,7 @@ object :data:`PEERING_NAME` (the one with the highest priority acts, the others 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from typing import Any, Final
@@ -82,7 +83,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> kopf.OperatorSettings
 @kopf.on.startup(id="hosted-engine-settings")
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_settings(settings)
-    memo["kube"] = kube.Kube()
+    memo["kube"] = kube.Kube(user_agent=kube.USER_AGENT)
     metrics.serve_from_env()  # HE_METRICS_PORT (hosted-engine run --metrics-port)
 
 
@@ -94,6 +95,14 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:
     metrics.stop_serving()
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Connection(kopf.ConnectionInfo):
+    """kopf's connection, identified by the operator's User-Agent (kopf's own otherwise)."""
+
+    def as_http_headers(self) -> dict[str, str]:
+        return {**super().as_http_headers(), "User-Agent": kube.USER_AGENT}
+
+
 @kopf.on.login(id="hosted-engine-login")
 def login(**_: Any) -> kopf.ConnectionInfo:
     """kopf's connection: the same cluster the adapters use (see :func:`kube.configure`)."""
@@ -101,7 +110,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         creds = kube.credentials()
     except kube.ConfigError as exc:
         raise kopf.LoginError(str(exc)) from None
-    return kopf.ConnectionInfo(
+    return _Connection(
         server=creds.server,
         ca_path=creds.ca_path,
         insecure=creds.insecure,
@@ -124,6 +133,6 @@ def kube_client(memo: kopf.Memo) -> kube.Kube:
     """The shared API client that :func:`startup` created (made on first use otherwise)."""
     client = memo.get("kube")
     if not isinstance(client, kube.Kube):
-        client = kube.Kube()
+        client = kube.Kube(user_agent=kube.USER_AGENT)
         memo["kube"] = client
     return client

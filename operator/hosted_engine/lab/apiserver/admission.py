@@ -89,10 +89,14 @@ class FaultRule:
     """One fault: which requests it matches and what it does.
 
     ``status`` answers with that HTTP code (a Status with ``reason``); ``latency`` delays the
-    request (seconds); ``drop_watch`` ends matching watch streams at once. ``rate`` is the
-    probability of firing per matching request, ``count`` the number of times it fires (None:
-    unlimited). Matching fields left None match anything. ``local`` also applies the fault to
-    the in-process LocalClient (off: faults target the operator's HTTP traffic).
+    request (seconds); ``drop_watch`` ends matching watch streams at once, or, with
+    ``drop_per_event`` > 0, serves them but ends each before an event with that probability
+    (a connection lost mid-stream: the client resumes from the last resourceVersion it saw
+    and the event is replayed; such a rule closes no open stream when added). ``rate`` is the
+    probability of firing per matching request, ``count`` the number of times it fires
+    (None: unlimited). Matching fields left None match anything; ``user_agent`` matches a
+    prefix of the User-Agent header (to aim at one client, e.g. the operator). ``local`` also
+    applies the fault to the in-process LocalClient (off: faults target HTTP traffic).
     """
 
     verb: str | None = None  # get, list, watch, create, update, patch, delete, ...
@@ -106,33 +110,97 @@ class FaultRule:
     message: str = "injected fault"
     latency: float = 0.0
     drop_watch: bool = False
+    drop_per_event: float = 0.0
+    user_agent: str | None = None
     rate: float = 1.0
     count: int | None = None
     local: bool = False
     fired: int = 0
 
     def matches(self, verb: str, group: str, resource: str, subresource: str, namespace: str,
-                name: str, local: bool) -> bool:
+                name: str, local: bool, user_agent: str = "") -> bool:
         if local and not self.local:
             return False
         if self.count is not None and self.fired >= self.count:
+            return False
+        if self.user_agent is not None and not user_agent.startswith(self.user_agent):
             return False
         return all(want is None or want == have for want, have in (
             (self.verb, verb), (self.group, group), (self.resource, resource),
             (self.subresource, subresource), (self.namespace, namespace), (self.name, name)))
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One resource request as the server saw it (what an audit log records)."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    user_agent: str
+    local: bool
+
+
+RequestObserver = Callable[[RequestRecord], None]
+#: Observers of every resource request of every server in this process (request logs that
+#: span several labs, e.g. the RBAC check of the reliability suite). Keep them cheap.
+GLOBAL_OBSERVERS: list[RequestObserver] = []
+
+#: What real API servers answer for each injected status (reason, message).
+_FAULT_TEXT: dict[int, tuple[str, str]] = {
+    409: ("Conflict", "Operation cannot be fulfilled: the object has been modified; please "
+                      "apply your changes to the latest version and try again"),
+    429: ("TooManyRequests", "Too many requests, please try again later."),
+    500: ("InternalError", "Internal error occurred: injected fault"),
+}
+#: Verbs that can answer 409 on a real server (writes with a precondition or a conflict).
+_WRITE_VERBS = ("create", "update", "patch", "delete")
+
+
+def random_faults(rate: float, *, user_agent: str | None = None,
+                  latency: float = 0.2) -> list[FaultRule]:
+    """Rules that disturb ``rate`` of the matching requests (split evenly between 409 on
+    writes, 429 with Retry-After, 500 and slow responses of ``latency`` s) and end watch
+    streams before ``rate`` of their events (dropped connections, resumed by the client).
+    Add them with :meth:`Faults.add` after :meth:`Faults.reseed` for a reproducible run, and
+    before the client starts watching."""
+    share = rate / 4
+    rules = [FaultRule(verb=verb, status=409, user_agent=user_agent, rate=share)
+             for verb in _WRITE_VERBS]
+    rules += [FaultRule(status=code, user_agent=user_agent, rate=share) for code in (429, 500)]
+    rules.append(FaultRule(latency=latency, user_agent=user_agent, rate=share))
+    rules.append(FaultRule(verb="watch", drop_watch=True, drop_per_event=rate,
+                           user_agent=user_agent))
+    for rule in rules:
+        if rule.status:
+            rule.reason, rule.message = _FAULT_TEXT[rule.status]
+    return rules
+
+
 class Faults:
-    """The fault injector of one server."""
+    """The fault injector of one server, and its request log hook (:attr:`observers`)."""
 
     def __init__(self, seed: int | None = None) -> None:
         self.rules: list[FaultRule] = []
         self._random = random.Random(seed)
         self.on_drop_watches: Callable[[FaultRule], None] | None = None
+        self.observers: list[RequestObserver] = []
+        self.dropped_streams = 0  # watch streams ended mid-stream by ``drop_per_event``
+
+    def reseed(self, seed: int | None) -> None:
+        """Restart the random sequence that decides which requests a rule hits."""
+        self._random = random.Random(seed)
+
+    def chance(self, probability: float) -> bool:
+        """True with ``probability`` (from the seeded sequence)."""
+        return self._random.random() < probability
 
     def add(self, rule: FaultRule) -> FaultRule:
         self.rules.append(rule)
-        if rule.drop_watch and self.on_drop_watches is not None:
+        if rule.drop_watch and not rule.drop_per_event and self.on_drop_watches is not None:
             self.on_drop_watches(rule)
         return rule
 
@@ -140,13 +208,21 @@ class Faults:
         self.rules.clear()
 
     async def apply(self, verb: str, group: str, resource: str, subresource: str,
-                    namespace: str, name: str, local: bool) -> list[FaultRule]:
-        """Fire matching rules: sleep, raise, or return the watch-dropping rules that fired."""
+                    namespace: str, name: str, local: bool,
+                    user_agent: str = "") -> list[FaultRule]:
+        """Tell the observers, then fire matching rules: sleep, raise, or return the
+        watch-dropping rules that fired."""
+        if self.observers or GLOBAL_OBSERVERS:
+            record = RequestRecord(verb, group, resource, subresource, namespace, name,
+                                   user_agent, local)
+            for observer in (*self.observers, *GLOBAL_OBSERVERS):
+                observer(record)
         if not self.rules:
             return []
         fired: list[FaultRule] = []
         for rule in list(self.rules):
-            if not rule.matches(verb, group, resource, subresource, namespace, name, local):
+            if not rule.matches(verb, group, resource, subresource, namespace, name, local,
+                                user_agent):
                 continue
             if rule.rate < 1.0 and self._random.random() >= rule.rate:
                 continue

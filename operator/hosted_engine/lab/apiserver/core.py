@@ -79,6 +79,7 @@ class ApiRequest:
     content_type: str = "application/json"
     accept: str = "application/json"
     local: bool = False
+    user_agent: str = ""
 
 
 @dataclass
@@ -316,7 +317,8 @@ class ApiCore:
             verb = {"GET": "get", "PUT": "update", "POST": "create", "PATCH": "patch",
                     "DELETE": "delete"}.get(method, method.lower())
             await self.faults.apply(verb, group, rest[-2] if len(rest) >= 2 else rest[0],
-                                    rest[-1] if len(rest) >= 3 else "", "", "", req.local)
+                                    rest[-1] if len(rest) >= 3 else "", "", "", req.local,
+                                    req.user_agent)
             return await handler(req, rest)
         route = self.resolve(group, version, rest)
         return await self._dispatch(req, method, route)
@@ -346,8 +348,10 @@ class ApiCore:
         watch = route.watch or _flag(q, "watch")
         verb = self._verb(method, route, watch)
         dropped = await self.faults.apply(verb, info.group, info.plural, route.subresource,
-                                          route.namespace or "", route.name or "", req.local)
-        if dropped and watch:
+                                          route.namespace or "", route.name or "", req.local,
+                                          req.user_agent)
+        drop_rate = max((rule.drop_per_event for rule in dropped), default=0.0)
+        if dropped and watch and not drop_rate:
             return ApiResponse(200, events=_empty_events())
         ns = route.namespace
         if route.subresource == "log":
@@ -360,6 +364,8 @@ class ApiCore:
             return await self._scale(req, method, route)
         if verb == "watch":
             events = await self.watch(info, ns, q, route.name)
+            if drop_rate:
+                events = self._drop_mid_stream(events, drop_rate)
             if TABLE_RE.search(req.accept):
                 events = self._table_events(info, events, q.get("includeObject", "Metadata"))
             return ApiResponse(200, events=events, content_type="application/json")
@@ -531,6 +537,19 @@ class ApiCore:
                                         headers=first)
                 first = False
                 yield {"type": ev["type"], "object": table}
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def _drop_mid_stream(self, events: AsyncIterator[dict[str, Any]], rate: float
+                               ) -> AsyncIterator[dict[str, Any]]:
+        """Fault injection: end the stream before an event with probability ``rate`` (the
+        event stays in the log: a client that resumes from its last resourceVersion gets it)."""
+        try:
+            async for ev in events:
+                if ev["type"] != "BOOKMARK" and self.faults.chance(rate):
+                    self.faults.dropped_streams += 1
+                    return
+                yield ev
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 

@@ -61,7 +61,8 @@ def build_app(core: ApiCore, token: str | None) -> web.Application:
                                         content_type="application/json")
         query = {k: request.query.getone(k) for k in request.query}
         req = ApiRequest(request.method, request.path, query, body, ctype,
-                         request.headers.get("Accept", "application/json"))
+                         request.headers.get("Accept", "application/json"),
+                         user_agent=request.headers.get("User-Agent", ""))
         resp = await core.handle(req)
         return await _render(request, resp)
 
