@@ -45,6 +45,8 @@ BACKUPS = hostedengine_resource("backups", namespaced=True)
 SNAPSHOTS = Resource("snapshot.kubevirt.io", "v1beta1", "virtualmachinesnapshots", True)
 EXPORTS = Resource("export.kubevirt.io", "v1beta1", "virtualmachineexports", True)
 VMS = Resource("kubevirt.io", "v1", "virtualmachines", True)
+JOBS = Resource("batch", "v1", "jobs", True)
+CONFIGMAPS = Resource("", "v1", "configmaps", True)
 RESTORES = hostedengine_resource("restores", namespaced=True)
 ENGINE = "engine"
 DISK_CLAIM = "engine-disk"
@@ -346,17 +348,78 @@ def test_invalid_spec_is_reported_and_nothing_runs(cluster: Cluster, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_pvc_target_is_reported_unsupported_and_nothing_runs(cluster: Cluster) -> None:
-    cluster.ensure_namespace(NS)
-    cluster.create(BACKUPS, backup_body("claim", {"pvc": {"claimName": "backups"}}))
-    cond = cluster.wait_condition(BACKUPS, "claim", "Ready", status="False", namespace=NS)
-    assert cond["reason"] == "UnsupportedTarget" and "target.pvc" in cond["message"]
-    assert wait_for(
-        "the expected Events",
-        lambda: "UnsupportedTarget" in cluster.event_reasons("claim", NS),
+def test_a_pvc_target_is_written_and_restored_by_data_mover_jobs(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    sha = engine_ready(cluster)
+    cluster.apply_yaml(ROOT / "examples" / "lab" / "storagedomain-data.yaml")
+    cluster.wait_field(STORAGEDOMAINS, "data", "status.state", "Active", timeout=30)
+    cluster.create(PVCS, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "backups", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "lab-csi",
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    cluster.create(BACKUPS, backup_body("claim", {"pvc": {"claimName": "backups",
+                                                           "path": "engine-backups"}}))
+    st = wait_runs(cluster, "claim", lambda runs: bool(runs), "the run", timeout=90)
+    run = st["runs"][0]
+    assert run["phase"] == "Succeeded", run
+    assert run["location"] == f"pvc://{NS}/backups/engine-backups/{NS}/{ENGINE}/{run['id']}"
+    assert len(run["manifestSha256"]) == 64 and run["sizeBytes"] > DISK_BYTES // 2
+    # the writer Job ran with the claim mounted, then was cleaned up with the run
+    wait_for("no snapshot, export or data mover Job left", lambda: no_children(cluster) and not [
+        j for j in cluster.list(JOBS, NS) if "data-mover" in str(j["metadata"].get("labels"))],
         timeout=30)
-    assert not status(cluster, "claim").get("runs")
-    assert cluster.list(SNAPSHOTS, NS) == []
+
+    # restore from it: a Job measures the run, another streams the disk to CDI's upload proxy
+    cluster.create(RESTORES, {
+        "apiVersion": "hostedengine.io/v1alpha1", "kind": "Restore",
+        "metadata": {"name": "from-claim", "namespace": NS},
+        "spec": {"source": {"backup": {"name": "claim"}}, "hostedEngineName": "engine-c",
+                 "storageDomain": "data"}})
+
+    def restored() -> dict[str, Any] | None:
+        st = dict((cluster.get(RESTORES, "from-claim", NS) or {}).get("status") or {})
+        return st if st.get("phase") in ("Succeeded", "Failed") else None
+
+    rst = wait_for("the restore", restored, timeout=90, describe=lambda: (
+        cluster.get(RESTORES, "from-claim", NS) or {}).get("status"))
+    assert rst["phase"] == "Succeeded", rst
+    assert rst["objectsVerified"] == 3
+    pvc = cluster.get(PVCS, "engine-c-restored-disk", NS)
+    assert pvc is not None
+    notes = pvc["metadata"]["annotations"]
+    assert notes["lab.hostedengine.io/content-sha256"] == sha
+    assert notes["lab.hostedengine.io/content-size"] == str(DISK_BYTES)
+    movers = [j for j in cluster.list(JOBS, NS) if "data-mover" in str(j["metadata"].get(
+        "labels"))]
+    assert {j["metadata"]["labels"]["hostedengine.io/data-mover"] for j in movers} == {
+        "restore-verify", "restore-upload"}
+    for job in movers:
+        assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+            "claimName": "backups", "readOnly": True}
+    # a second run, then the first one deleted: a Job removes its folder from the claim
+    cluster.patch(BACKUPS, "claim", {"metadata": {"annotations": {
+        "hostedengine.io/run-now": "second"}}}, NS)
+    wait_runs(cluster, "claim", lambda runs: len(succeeded(runs)) == 2, "the second run",
+              timeout=90)
+    cluster.patch(BACKUPS, "claim", {"metadata": {"annotations": {
+        "hostedengine.io/delete-run": run["id"]}}}, NS)
+    wait_runs(cluster, "claim", lambda runs: runs[-1]["phase"] == "Deleted", "deleted")
+    remover = wait_for("the remover Job done", lambda: next((
+        j for j in cluster.list(JOBS, NS) if j["metadata"]["labels"].get(
+            "hostedengine.io/data-mover") == "backup-delete"
+        and (j.get("status") or {}).get("succeeded")), None), timeout=60)
+    assert remover["spec"]["template"]["spec"]["containers"][0]["command"][-1] == \
+        f"engine-backups/{NS}/{ENGINE}/{run['id']}"
+    # the tokens reach the Jobs through Secrets only: never in a ConfigMap or a status
+    text = json.dumps([cluster.get(BACKUPS, "claim", NS), cluster.get(RESTORES, "from-claim",
+                                                                      NS)])
+    text += json.dumps(cluster.list(CONFIGMAPS, NS))
+    for secret in cluster.list(SECRETS, NS):
+        for value in (secret.get("data") or {}).values():
+            token = base64.b64decode(value).decode(errors="replace")
+            if len(token) >= 20:
+                assert token not in text and token not in caplog.text
 
 
 def test_run_now_annotation_runs_once_per_id(cluster: Cluster, tmp_path: Path) -> None:

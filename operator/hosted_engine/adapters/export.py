@@ -281,24 +281,72 @@ def run_prefix(namespace: str, hosted_engine: str, run_id: str) -> str:
     return f"{namespace}/{hosted_engine}/{run_id}"
 
 
-def _upload_disks(store: ObjectStore, prefix: str, links: list[ExportLink], token: str,
-                  first: str, pattern: str, stop: threading.Event | None
-                  ) -> list[lb.StoredObject]:
-    """Stream the export's volumes: the first as ``first``, the others by ``pattern``."""
-    objects = []
-    for index, link in enumerate(links):
-        name = first if index == 0 else pattern.format(volume=link.volume)
-        gz = lb.GzipStream()
+def _upload_disk(store: ObjectStore, key: str, name: str, link: ExportLink, token: str,
+                 stop: threading.Event | None) -> lb.StoredObject:
+    """Stream one exported volume to ``key``, gzip members, hashing both sides."""
+    gz = lb.GzipStream()
 
-        def compressed(link: ExportLink = link, gz: lb.GzipStream = gz) -> Iterator[bytes]:
-            for chunk in prefetch(iter_export(link, token, stop)):
-                yield from gz.feed(chunk)
-            yield from gz.finish()
+    def compressed() -> Iterator[bytes]:
+        for chunk in prefetch(iter_export(link, token, stop)):
+            yield from gz.feed(chunk)
+        yield from gz.finish()
 
-        store.upload_stream(f"{prefix}/{name}", compressed())
-        objects.append(lb.StoredObject(name, gz.stored_size, gz.stored_sha.hexdigest(),
-                                       gz.raw_size, gz.raw_sha.hexdigest()))
-    return objects
+    store.upload_stream(key, compressed())
+    return lb.StoredObject(name, gz.stored_size, gz.stored_sha.hexdigest(), gz.raw_size,
+                           gz.raw_sha.hexdigest())
+
+
+class RunGone(Exception):
+    """What a run needs is gone (message for the run's status)."""
+
+
+@dataclass
+class RunParts:
+    """What a run writes: disks (object name, export link, token Secret), definition files,
+    and the manifest's source and snapshot indications."""
+
+    disks: list[tuple[str, ExportLink, str]]
+    files: list[tuple[str, bytes]]
+    source: dict[str, Any]
+    indications: list[str]
+    version: str | None
+
+
+def run_parts(api: BackupKube, namespace: str, hosted_engine: str, export: str,
+              others: Mapping[str, str] | None) -> RunParts:
+    """Everything a run stores, read from the API (``others``: other VMs -> their exports)."""
+    he = api.hosted_engine(namespace, hosted_engine)
+    vm = api.vm(namespace, hosted_engine)
+    if he is None or vm is None:
+        raise RunGone("the HostedEngine or its VM is gone")
+    links = api.export_links(namespace, export)
+    if not links:
+        raise RunGone("the export lists no volume")
+    disks = [(lb.DISK if i == 0 else f"disk-{link.volume}.img.gz", link, export)
+             for i, link in enumerate(links)]
+    definitions: list[tuple[str, Mapping[str, Any], bool]] = [
+        (lb.VM_DEFINITION, vm, False), (lb.HE_DEFINITION, he, True)]
+    for other, other_export in sorted((others or {}).items()):
+        other_vm = api.vm(namespace, other)
+        if other_vm is None:
+            raise RunGone(f"VirtualMachine {other} is gone")
+        disk_prefix, vm_file = lb.vm_object_names(other)
+        disks += [(f"{disk_prefix}disk.img.gz" if i == 0
+                   else f"{disk_prefix}disk-{link.volume}.img.gz", link, other_export)
+                  for i, link in enumerate(api.export_links(namespace, other_export))]
+        definitions.append((vm_file, other_vm, False))
+    files = [(name, yaml.safe_dump(definition(obj, keep_status=keep), sort_keys=False).encode())
+             for name, obj, keep in definitions]
+    snap = api.snapshot(namespace, export)
+    he_vm = (he.get("spec") or {}).get("vm") or {}
+    version = (he_vm.get("image") or {}).get("version")
+    source = {"hostedEngine": hosted_engine, "virtualMachine": hosted_engine,
+              "fqdn": (he_vm.get("network") or {}).get("fqdn"), "engineVersion": version,
+              "volumes": [link.volume for link in links],
+              "virtualMachines": sorted(others or {})}
+    return RunParts(disks, files, source,
+                    [str(i) for i in _status(snap).get("indications") or []],
+                    str(version) if version else None)
 
 
 def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *,
@@ -310,54 +358,30 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
     namespace = str(_meta(backup).get("namespace"))
     prefix = run_prefix(namespace, hosted_engine, run_id)
     try:
-        he = api.hosted_engine(namespace, hosted_engine)
-        vm = api.vm(namespace, hosted_engine)
-        if he is None or vm is None:
-            return lb.UploadResult(ok=False, error="the HostedEngine or its VM is gone")
-        links = api.export_links(namespace, export)
-        if not links:
-            return lb.UploadResult(ok=False, error="the export lists no volume")
-        token = api.export_token(namespace, export)
+        parts = run_parts(api, namespace, hosted_engine, export, others)
         store.abort_incomplete(prefix)  # a resumed run: what the interrupted upload left
-        objects = _upload_disks(store, prefix, links, token, lb.DISK, "disk-{volume}.img.gz",
-                                stop)
-        definitions: list[tuple[str, Mapping[str, Any], bool]] = [
-            (lb.VM_DEFINITION, vm, False), (lb.HE_DEFINITION, he, True)]
-        for other, other_export in sorted((others or {}).items()):
-            other_vm = api.vm(namespace, other)
-            if other_vm is None:
-                return lb.UploadResult(ok=False, error=f"VirtualMachine {other} is gone")
-            other_links = api.export_links(namespace, other_export)
-            disk_prefix, vm_file = lb.vm_object_names(other)
-            objects += _upload_disks(store, prefix, other_links,
-                                     api.export_token(namespace, other_export),
-                                     f"{disk_prefix}disk.img.gz",
-                                     disk_prefix + "disk-{volume}.img.gz", stop)
-            definitions.append((vm_file, other_vm, False))
-        for name, obj, keep in definitions:
-            data = yaml.safe_dump(definition(obj, keep_status=keep), sort_keys=False).encode()
+        tokens: dict[str, str] = {}
+        objects: list[lb.StoredObject] = []
+        for name, link, secret in parts.disks:
+            if secret not in tokens:
+                tokens[secret] = api.export_token(namespace, secret)
+            objects.append(_upload_disk(store, f"{prefix}/{name}", name, link, tokens[secret],
+                                        stop))
+        for name, data in parts.files:
             store.put(f"{prefix}/{name}", data)
             objects.append(lb.StoredObject(name, len(data), lb.sha256_hex(data)))
-        snap = api.snapshot(namespace, export)
-        indications = [str(i) for i in _status(snap).get("indications") or []]
-        he_spec = he.get("spec") or {}
-        he_vm = he_spec.get("vm") or {}
-        version = (he_vm.get("image") or {}).get("version")
-        fqdn = (he_vm.get("network") or {}).get("fqdn")
         manifest = lb.build_manifest(
             namespace=namespace, backup=str(_meta(backup).get("name")), run_id=run_id,
-            created_at=get_clock().now(), operator_version=__version__,
-            source={"hostedEngine": hosted_engine, "virtualMachine": hosted_engine,
-                    "fqdn": fqdn, "engineVersion": version,
-                    "volumes": [link.volume for link in links],
-                    "virtualMachines": sorted(others or {})},
-            objects=objects, indications=indications)
+            created_at=get_clock().now(), operator_version=__version__, source=parts.source,
+            objects=objects, indications=parts.indications)
         store.put(f"{prefix}/{lb.MANIFEST}", manifest)
+    except RunGone as exc:
+        return lb.UploadResult(ok=False, error=str(exc))
     except (StoreError, KubeError) as exc:
         return lb.UploadResult(ok=False, error=str(exc))
     total = sum(o.size for o in objects) + len(manifest)
     return lb.UploadResult(ok=True, size_bytes=total, manifest_sha256=lb.sha256_hex(manifest),
-                           location=store.location(prefix), engine_version=version)
+                           location=store.location(prefix), engine_version=parts.version)
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,6 +571,36 @@ def upload_disk(proxy: UploadProxy, token: str, chunks: Iterator[bytes],
     return Sent(sent[0], sha.hexdigest())
 
 
+def pvc_folder(path: str, folder: str) -> str:
+    """A run's folder inside a pvc target's volume."""
+    return "/".join(p for p in (path.strip("/"), folder.strip("/")) if p)
+
+
+def verification_from_measures(measured: Mapping[str, Any],
+                               manifest_sha256: str | None) -> Verification:
+    """A :class:`Verification` from what a pvc target's data mover measured (``verify``)."""
+    raw = str(measured.get("manifest") or "").encode()
+    mismatches: list[lb.Mismatch] = []
+    if manifest_sha256 is not None and lb.sha256_hex(raw) != manifest_sha256:
+        mismatches.append(lb.Mismatch(lb.MANIFEST, manifest_sha256, lb.sha256_hex(raw)))
+    manifest = lb.parse_manifest(raw)
+    objects = measured.get("objects") or {}
+    he_definition: dict[str, Any] = {}
+    verified = 0
+    for entry in manifest["objects"]:
+        name = str(entry["name"])
+        seen = objects.get(name) or {}
+        found = lb.verify_object(entry, seen.get("size"), seen.get("sha256"),
+                                 seen.get("rawSha256"))
+        mismatches.extend(found)
+        if not found:
+            verified += 1
+            if name == lb.HE_DEFINITION:
+                loaded = yaml.safe_load(str(measured.get("heDefinition") or ""))
+                he_definition = loaded if isinstance(loaded, dict) else {}
+    return Verification(manifest, he_definition, mismatches, verified)
+
+
 def import_disk_body(namespace: str, name: str, *, url: str, secret: str | None,
                      ca_config_map: str | None, size: str, storage_class: str | None,
                      labels: Mapping[str, str], access_modes: list[str] | None = None,
@@ -584,15 +638,21 @@ __all__ = [
     "BackupKube",
     "Cancelled",
     "ExportLink",
+    "RunGone",
+    "RunParts",
+    "Verification",
     "definition",
     "import_disk_body",
     "iter_export",
     "prefetch",
+    "pvc_folder",
+    "run_parts",
     "run_prefix",
     "upload_disk",
     "upload_disk_body",
     "upload_proxy",
     "upload_run",
     "upload_token",
+    "verification_from_measures",
     "verify_run",
 ]

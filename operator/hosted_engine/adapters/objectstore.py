@@ -11,7 +11,8 @@ A stream of unknown length (the compressed disk) goes up as a multipart upload.
 Filesystem: each object is written to a temporary name and renamed into place once complete,
 so a reader never sees half an object.
 
-A PVC target needs a Job that mounts the claim: not supported yet (a clear error).
+A PVC target is not a store of this process: only a pod that mounts the claim reaches it, so
+it goes through data mover Jobs (:mod:`hosted_engine.adapters.pvcstore`).
 """
 
 from __future__ import annotations
@@ -305,8 +306,7 @@ def open_store(kube: Kube, namespace: str, target: BackupTarget) -> ObjectStore:
         except KubeError as exc:
             raise StoreError(str(exc)) from None
         return S3Store(s3, access, secret, ca)
-    raise StoreError("a pvc target needs a Job that mounts the claim: not supported yet; "
-                     "use s3 or filesystem")
+    raise StoreError("a pvc target is reached through data mover Jobs, not opened directly")
 
 
 __all__ = ["FilesystemStore", "ObjectStore", "S3Store", "StoreError", "open_store"]

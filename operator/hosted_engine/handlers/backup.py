@@ -21,7 +21,7 @@ Contracts with the rest of the operator
 
 Bad input
     A spec the model rejects: ``Ready=False/InvalidSpec`` + a Warning Event; nothing runs and
-    the last good status stays. A target that cannot be opened (missing Secret, pvc target) fails
+    the last good status stays. A target that cannot be opened (missing Secret) fails
     the run with the reason (never a secret) in ``currentRun.message`` and the Events.
 
 Other VMs
@@ -31,8 +31,10 @@ Other VMs
     (``vm-<name>-disk.img.gz``) and definition (``vm-<name>.yaml``) go into the same run, listed
     in the manifest (``source.virtualMachines``).
 
-Not supported yet
-    ``target.pvc`` (``Ready=False/UnsupportedTarget``, nothing runs).
+A pvc target
+    The operator cannot mount a claim: a data mover Job (:mod:`hosted_engine.adapters.pvcstore`)
+    mounts it and writes the run (the Upload step waits for it; its name is deterministic, so a
+    restarted operator waits for the same Job); removing a run's folder is a Job too.
 
 Suspension
     ``spec.suspend`` pauses the schedule (``Suspended=True/SuspendedByUser``). ``maxFailures``
@@ -54,18 +56,22 @@ from typing import Any, Final
 import kopf
 from pydantic import ValidationError
 
-from hosted_engine import API_GROUP, API_VERSION
+from hosted_engine import API_GROUP, API_VERSION, __version__
 from hosted_engine.adapters import metrics
 from hosted_engine.adapters.export import (
     BACKUP_LABEL,
     BACKUPS,
     BackupKube,
     Cancelled,
+    RunGone,
+    pvc_folder,
+    run_parts,
     run_prefix,
     upload_run,
 )
 from hosted_engine.adapters.kube import Body, Kube, KubeError
 from hosted_engine.adapters.objectstore import StoreError, open_store
+from hosted_engine.adapters.pvcstore import WRITE_DEADLINE, PvcJobs, secret_env
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers.host import Triggers
 from hosted_engine.handlers.startup import kube_client
@@ -92,7 +98,6 @@ log = logging.getLogger(__name__)
 
 PLURAL: Final = "backups"
 ERROR_BACKOFF: Final = 5.0
-UNSUPPORTED_TARGET: Final = "UnsupportedTarget"
 _STATE: Final = "backup-state"
 
 
@@ -106,6 +111,7 @@ class BackupReconciler:
     def __init__(self, kube: Kube) -> None:
         self.api = BackupKube(kube)
         self.kube = kube
+        self.pvc = PvcJobs(kube)
 
     # -- observation ----------------------------------------------------------------------
     def _observe(self, body: Mapping[str, Any], spec: BackupSpec, status: BackupStatus,
@@ -166,8 +172,10 @@ class BackupReconciler:
         return lb.Observed(**obs)
 
     def _upload(self, body: Mapping[str, Any], spec: BackupSpec, run_id: str, export: str,
-                stop: threading.Event, vms: list[str]) -> lb.UploadResult:
+                stop: threading.Event, vms: list[str]) -> lb.UploadResult | None:
         namespace = str((body.get("metadata") or {}).get("namespace"))
+        if spec.target.pvc is not None:
+            return self._pvc_upload(body, spec, run_id, export, vms)
         try:
             store = open_store(self.kube, namespace, spec.target)
         except StoreError as exc:
@@ -179,6 +187,54 @@ class BackupReconciler:
                               run_id=run_id, export=export, stop=stop, others=others)
         finally:
             store.close()
+
+    def _pvc_upload(self, body: Mapping[str, Any], spec: BackupSpec, run_id: str, export: str,
+                    vms: list[str]) -> lb.UploadResult | None:
+        """A pvc target: a data mover Job writes the run into the claim (None while it runs)."""
+        pvc = spec.target.pvc
+        assert pvc is not None
+        meta = body.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        he = spec.source.hosted_engine
+        job = lb.child_name(name, f"{run_id}-w")
+        folder = pvc_folder(pvc.path, run_prefix(namespace, he, run_id))
+        done = self.pvc.result(namespace, job)
+        if done is None:
+            if self.pvc.exists(namespace, job):
+                return None
+            others = {vm: lb.vm_child_name(name, run_id, vm) for vm in vms}
+            try:
+                parts = run_parts(self.api, namespace, he, export, others)
+            except RunGone as exc:
+                return lb.UploadResult(ok=False, error=str(exc))
+            secrets = sorted({secret for _, _, secret in parts.disks})
+            config = {
+                "dir": folder,
+                "disks": [{"name": disk, "url": link.url, "ca": link.ca_pem,
+                           "tokenEnv": f"EXPORT_TOKEN_{secrets.index(secret)}"}
+                          for disk, link, secret in parts.disks],
+                "files": [[file, data.decode()] for file, data in parts.files],
+                "manifest": lb.manifest_body(
+                    namespace=namespace, backup=name, run_id=run_id,
+                    created_at=get_clock().now(), operator_version=__version__,
+                    source=parts.source, indications=parts.indications),
+            }
+            self.pvc.start(dict(body), job, pvc.claim_name,
+                           ["write", "/mover/config.json", "/target"], purpose="backup-write",
+                           config=config, deadline=WRITE_DEADLINE,
+                           env=[secret_env(f"EXPORT_TOKEN_{i}", secret, "token")
+                                for i, secret in enumerate(secrets)])
+            return None
+        if done.error is not None or done.result is None:
+            return lb.UploadResult(ok=False, error=done.error)
+        he_body = self.api.hosted_engine(namespace, he) or {}
+        version = (((he_body.get("spec") or {}).get("vm") or {}).get("image") or {}).get(
+            "version")
+        return lb.UploadResult(
+            ok=True, size_bytes=int(done.result.get("sizeBytes") or 0),
+            manifest_sha256=str(done.result.get("manifestSha256")),
+            location=f"pvc://{namespace}/{pvc.claim_name}/{folder}",
+            engine_version=str(version) if version else None)
 
     # -- actions --------------------------------------------------------------------------
     def _act(self, body: Mapping[str, Any], spec: BackupSpec, run_id: str | None,
@@ -196,6 +252,17 @@ class BackupReconciler:
             self.api.create_export(body, action.name, action.snapshot, run_id or "")
         elif isinstance(action, lb.DeleteChildren):
             self.api.delete_children(namespace, action.name)
+            if spec.target.pvc is not None and run_id:
+                self.pvc.remove(namespace, lb.child_name(name, f"{run_id}-w"))
+        elif isinstance(action, lb.DeleteRunObjects) and spec.target.pvc is not None:
+            # the claim is only reachable from a pod: a data mover Job removes the folder
+            pvc = spec.target.pvc
+            self.pvc.start(dict(body), lb.child_name(name, f"{action.run_id}-rm"),
+                           pvc.claim_name,
+                           ["delete", "/target", pvc_folder(pvc.path, run_prefix(
+                               namespace, spec.source.hosted_engine, action.run_id))],
+                           purpose="backup-delete", ttl=300)
+            return action.run_id
         elif isinstance(action, lb.DeleteRunObjects):
             try:
                 store = open_store(self.kube, namespace, spec.target)
@@ -238,17 +305,6 @@ class BackupReconciler:
             if old is None or old.reason != Reason.INVALID_SPEC or old.message != message:
                 self.api.patch_status(namespace, name, {"conditions": _dump_conditions(new)})
                 self.api.event(body, "Warning", Reason.INVALID_SPEC, message)
-            return lb.IDLE_POLL
-        if spec.target.pvc is not None:
-            message = ("target.pvc is not supported yet (it needs a Job that mounts the claim): "
-                       "use target.s3 or target.filesystem")
-            old = get_condition(conditions, ConditionType.READY)
-            if old is None or old.reason != UNSUPPORTED_TARGET:
-                new = set_condition(conditions, ConditionType.READY, ConditionStatus.FALSE,
-                                    UNSUPPORTED_TARGET, message, observed_generation=generation,
-                                    now=now)
-                self.api.patch_status(namespace, name, {"conditions": _dump_conditions(new)})
-                self.api.event(body, "Warning", UNSUPPORTED_TARGET, message)
             return lb.IDLE_POLL
         try:
             status = BackupStatus.model_validate(raw_status)

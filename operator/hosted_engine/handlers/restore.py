@@ -60,16 +60,20 @@ from hosted_engine.adapters.export import (
     STORAGEDOMAINS,
     Cancelled,
     UploadRefused,
+    Verification,
     import_disk_body,
+    pvc_folder,
     run_prefix,
     upload_disk,
     upload_disk_body,
     upload_proxy,
     upload_token,
+    verification_from_measures,
     verify_run,
 )
 from hosted_engine.adapters.kube import SECRETS, Kube, KubeError
 from hosted_engine.adapters.objectstore import ObjectStore, StoreError, open_store
+from hosted_engine.adapters.pvcstore import PvcJobs, secret_env
 from hosted_engine.clock import get_clock
 from hosted_engine.handlers.host import Triggers
 from hosted_engine.handlers.startup import kube_client
@@ -110,6 +114,7 @@ class Refused(Exception):
 class RestoreReconciler:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        self.pvc = PvcJobs(kube)
 
     def _source(self, namespace: str, spec: RestoreSpec
                 ) -> tuple[BackupTarget, str, str, str | None]:
@@ -184,16 +189,24 @@ class RestoreReconciler:
             status.started_at = now
             status.run = run_id
             self._write(namespace, name, status, conds, generation, now)
-        try:
-            store = open_store(self.kube, namespace, target)
-        except StoreError as exc:
-            raise Refused(str(exc)) from None
+        store: ObjectStore | None = None
+        if target.pvc is None:
+            try:
+                store = open_store(self.kube, namespace, target)
+            except StoreError as exc:
+                raise Refused(str(exc)) from None
         try:
             try:
-                # the whole run once; after that (a resumed or waiting restore), the manifest
-                # and the engine's definition only
-                only = None if status.verified_at is None else [lb.HE_DEFINITION]
-                check = verify_run(store, folder, manifest_sha, stop, only)
+                if store is None:  # a pvc target: a data mover Job measures the run
+                    pvc_check = self._pvc_verify(body, target, folder, manifest_sha)
+                    if pvc_check is None:
+                        return POLL
+                    check = pvc_check
+                else:
+                    # the whole run once; after that (a resumed or waiting restore), the
+                    # manifest and the engine's definition only
+                    only = None if status.verified_at is None else [lb.HE_DEFINITION]
+                    check = verify_run(store, folder, manifest_sha, stop, only)
             except (StoreError, lb.ManifestError) as exc:
                 raise Refused(f"run {run_id} cannot be read: {exc}") from None
             if stop.is_set():
@@ -240,9 +253,6 @@ class RestoreReconciler:
                 str(v) for v in (check.manifest.get("source") or {}).get("virtualMachines")
                 or []][:100]
             self._write(namespace, name, status, conds, generation, now)
-            if target.s3 is None and target.filesystem is None:
-                raise Refused("the disk of a run on a pvc target cannot be restored yet; copy "
-                              "the run to S3 or a directory and restore from there")
             claim = lb.restored_disk_name(he_name)
             disk: Mapping[str, Any] = next(
                 (o for o in check.manifest["objects"] if o.get("name") == lb.DISK), {})
@@ -263,7 +273,8 @@ class RestoreReconciler:
                     "spec": engine_spec,
                 })
         finally:
-            store.close()
+            if store is not None:
+                store.close()
         status.phase = RestorePhase.SUCCEEDED
         status.finished_at = get_clock().now()
         conds = set_condition(conds, ConditionType.SUCCEEDED, True, "EngineCreated",
@@ -277,8 +288,9 @@ class RestoreReconciler:
         return None
 
     def _disk_ready(self, owner: Mapping[str, Any], spec: RestoreSpec, target: BackupTarget,
-                    folder: str, claim: str, he_def: Mapping[str, Any], store: ObjectStore,
-                    disk: Mapping[str, Any], stop: threading.Event) -> bool:
+                    folder: str, claim: str, he_def: Mapping[str, Any],
+                    store: ObjectStore | None, disk: Mapping[str, Any],
+                    stop: threading.Event) -> bool:
         """Create (once) the DataVolume of the disk; True once it has Succeeded.
 
         S3: CDI imports the stored disk itself. A directory: CDI cannot read it, so the
@@ -298,7 +310,10 @@ class RestoreReconciler:
                 raise Refused(f"import of the disk failed {restarts} times (DataVolume "
                               f"{claim}): {running.get('message') or 'no message'}")
             if phase == "UploadReady":
-                self._upload(namespace, claim, store, folder, disk, stop)
+                if store is None:
+                    self._pvc_upload(owner, target, folder, claim, disk)
+                else:
+                    self._upload(namespace, claim, store, folder, disk, stop)
                 return False
             return bool(phase == "Succeeded")
         labels = {RESTORE_LABEL: str((owner.get("metadata") or {}).get("name"))}
@@ -365,6 +380,51 @@ class RestoreReconciler:
                           f"SHA-256 {sent.sha256}); the uploaded disk was deleted")
         log.info("restore: disk uploaded to DataVolume %s/%s (%d bytes)", namespace, claim,
                  sent.size)
+
+    def _pvc_verify(self, owner: Mapping[str, Any], target: BackupTarget, folder: str,
+                    manifest_sha: str | None) -> Verification | None:
+        """A pvc target: a data mover Job measures the run (None while it runs)."""
+        assert target.pvc is not None
+        meta = owner.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        job = lb.child_name(name, "verify")
+        path = pvc_folder(target.pvc.path, folder)
+        done = self.pvc.result(namespace, job)
+        if done is None:
+            self.pvc.start(dict(owner), job, target.pvc.claim_name, ["verify", "/target", path],
+                           purpose="restore-verify", read_only=True)
+            return None
+        if done.error is not None or done.result is None:
+            raise Refused(f"the run cannot be read: {done.error}")
+        return verification_from_measures(done.result, manifest_sha)
+
+    def _pvc_upload(self, owner: Mapping[str, Any], target: BackupTarget, folder: str,
+                    claim: str, disk: Mapping[str, Any]) -> None:
+        """A pvc target: a data mover Job streams the disk to CDI's upload proxy."""
+        assert target.pvc is not None
+        meta = owner.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        job = lb.child_name(name, "upload")
+        done = self.pvc.result(namespace, job)
+        if done is None:
+            if self.pvc.exists(namespace, job):
+                return
+            proxy = upload_proxy(self.kube)
+            self.pvc.secret(dict(owner), job, "token", upload_token(self.kube, namespace, claim))
+            self.pvc.start(dict(owner), job, target.pvc.claim_name,
+                           ["upload", "/target", pvc_folder(target.pvc.path, folder),
+                            "/mover/config.json"], purpose="restore-upload",
+                           config={"url": proxy.url, "ca": proxy.ca_pem or ""},
+                           env=[secret_env("UPLOAD_TOKEN", job, "token")], read_only=True)
+            return
+        if done.error is not None or done.result is None:
+            raise Refused(f"the upload of the disk failed: {done.error}")
+        sent = done.result
+        if disk and (sent.get("size") != disk.get("size")
+                     or sent.get("sha256") != disk.get("sha256")):
+            self.kube.delete(DATAVOLUMES, claim, namespace)
+            raise Refused(f"{lb.DISK} changed after it was verified; the uploaded disk was "
+                          "deleted")
 
     # -- status -----------------------------------------------------------------------------
     def _fail(self, body: Mapping[str, Any], status: RestoreStatus, conds: list[Condition],

@@ -402,8 +402,8 @@ def _step_run(spec: BackupSpec, run: BackupRun, obs: Observed,
             return run, [], RUN_POLL
         return run.model_copy(update={"step": RunStep.UPLOAD}), [], 0.0
     if running and step in (RunStep.UPLOAD, RunStep.MANIFEST):
-        if obs.upload is None:
-            return run, [Upload(run.id, name)], 0.0
+        if obs.upload is None:  # under way (a pvc target's data mover Job)
+            return run, [Upload(run.id, name)], RUN_POLL
         if not obs.upload.ok:
             return _fail(run, f"upload failed: {obs.upload.error}"), [], 0.0
         up = obs.upload
@@ -687,19 +687,28 @@ class StoredObject:
         return out
 
 
-def build_manifest(*, namespace: str, backup: str, run_id: str, created_at: datetime,
-                   operator_version: str, source: Mapping[str, Any],
-                   objects: Sequence[StoredObject], indications: Sequence[str] = ()) -> bytes:
-    """The manifest (JSON, stable key order), written last."""
-    body = {
+def manifest_body(*, namespace: str, backup: str, run_id: str, created_at: datetime,
+                  operator_version: str, source: Mapping[str, Any],
+                  indications: Sequence[str] = ()) -> dict[str, Any]:
+    """The manifest without its ``objects`` (a pvc target's data mover adds them)."""
+    return {
         "formatVersion": FORMAT_VERSION,
         "operatorVersion": operator_version,
         "createdAt": created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "backup": {"namespace": namespace, "name": backup, "run": run_id},
         "source": dict(source),
         "snapshotIndications": list(indications),
-        "objects": [o.as_dict() for o in objects],
     }
+
+
+def build_manifest(*, namespace: str, backup: str, run_id: str, created_at: datetime,
+                   operator_version: str, source: Mapping[str, Any],
+                   objects: Sequence[StoredObject], indications: Sequence[str] = ()) -> bytes:
+    """The manifest (JSON, stable key order), written last."""
+    body = manifest_body(namespace=namespace, backup=backup, run_id=run_id,
+                         created_at=created_at, operator_version=operator_version,
+                         source=source, indications=indications)
+    body["objects"] = [o.as_dict() for o in objects]
     return (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -778,6 +787,7 @@ __all__ = [
     "child_name",
     "delete_run_request",
     "iter_gunzip",
+    "manifest_body",
     "next_fire",
     "parse_manifest",
     "retained",
