@@ -46,7 +46,7 @@ import contextlib
 import copy
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -61,6 +61,7 @@ from hosted_engine.adapters.jobs import (
     JobsKube,
     hook_job_body,
     job_finished,
+    job_outcome,
     operator_namespace,
 )
 from hosted_engine.adapters.kube import KubeError, NotFound
@@ -286,10 +287,11 @@ class RollingReconciler:
                 job = world.jobs.get(rec.job_name)
                 if job is None:
                     continue
-                views[rec.job_name] = self._job_view(job)
+                views[rec.job_name] = self._job_view(job, world.hook_pods.get(rec.job_name))
         return views
 
-    def _job_view(self, job: Mapping[str, Any]) -> rl.JobView:
+    def _job_view(self, job: Mapping[str, Any],
+                  pods: Sequence[Mapping[str, Any]] | None = None) -> rl.JobView:
         if not job_finished(job):
             return rl.JobView(rl.JobState.RUNNING)
         key = str(meta(job).get("name"))
@@ -299,7 +301,9 @@ class RollingReconciler:
             return cached[1]
         namespace = str(meta(job).get("namespace") or "")
         try:
-            outcome = self.jobs.outcome(namespace, job, with_log=False)[0]
+            outcome = job_outcome(job, pods) if pods else None
+            if outcome is None or outcome.exit_code is None:  # the pod watch is behind: ask
+                outcome = self.jobs.outcome(namespace, job, with_log=False)[0]
         except KubeError as exc:
             log.warning("rolling: reading job %s failed: %s", key, exc)
             return rl.JobView(rl.JobState.RUNNING)
@@ -471,6 +475,20 @@ def rolling_vmis(body: kopf.Body, **_: Any) -> dict[str, DrainVM] | None:
     return None if usage is None else {usage[0]: usage[1]}
 
 
+@kopf.index("", "v1", "pods", labels={RUN_LABEL: kopf.PRESENT}, id="rolling_hook_pods")
+def rolling_hook_pods(body: kopf.Body, labels: kopf.Labels,
+                      **_: Any) -> dict[str, dict[str, Any]] | None:
+    """Hook pods by Job name: a finished hook's exit code without a list call."""
+    job = labels.get("job-name")
+    if not job:
+        return None
+    return {str(job): copy.deepcopy({
+        "metadata": {k: v for k, v in dict(body.get("metadata") or {}).items()
+                     if k in ("name", "namespace", "creationTimestamp")},
+        "status": {"containerStatuses": list((body.get("status") or {}).get(
+            "containerStatuses") or [])}})}
+
+
 @kopf.index("batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT}, id="rolling_jobs")
 def rolling_jobs(name: str, body: kopf.Body, labels: kopf.Labels,
                  **_: Any) -> dict[str, dict[str, Any]]:
@@ -491,16 +509,22 @@ def _world(run: str, indexes: Mapping[str, Any]) -> rm.World:
         return {key: list(index[key]) for key in list(index)}
 
     jobs_index = indexes["rolling_jobs"]
+    pods_index = indexes["rolling_hook_pods"]
     jobs = {}
+    hook_pods: dict[str, list[dict[str, Any]]] = {}
     if run in jobs_index:
         for job in jobs_index[run]:
-            jobs[str(job["metadata"].get("name"))] = job
+            name = str(job["metadata"].get("name"))
+            jobs[name] = job
+            if name in pods_index:
+                hook_pods[name] = list(pods_index[name])
     return rm.World(
         hosts=single(indexes["rolling_hosts"]),
         nodes=single(indexes["rolling_nodes"]),
         pods=multi(indexes["rolling_pods"]),
         vmis=multi(indexes["rolling_vmis"]),
         jobs=jobs,
+        hook_pods=hook_pods,
     )
 
 

@@ -202,6 +202,7 @@ class World:
     pods: Mapping[str, Sequence[tuple[int, int]]] = field(default_factory=dict)  # by node
     vmis: Mapping[str, Sequence[dr.DrainVM]] = field(default_factory=dict)  # by node
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # job name -> Job
+    hook_pods: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)  # by Job
 
 
 def host_info(body: Mapping[str, Any]) -> HostInfo:
