@@ -383,7 +383,19 @@ class HostReconciler:
             return False
         at = answer.finished_at or get_clock().now()
         self.polled_power[name] = (answer.power_state, at)
-        return answer.power_state is not host.status.power_management.power_state
+        written = host.status.power_management
+        return answer.power_state is not written.power_state or self._stale_off(name, written)
+
+    def _stale_off(self, name: str, power: PowerManagementStatus) -> bool:
+        """Status says Off, but read before the node's last Lease renewal (it was powered on
+        since, and a poll's On never made it to status): an Off read now must be written, with
+        its new time, or it would be dismissed as stale."""
+        if power.power_state is not PowerState.OFF or power.checked_at is None:
+            return False
+        with self._world_lock:
+            body = self.world.hosts.get(name)
+            lease = self.world.leases.get(str(spec_of(body).get("nodeName") or ""))
+        return lease is not None and lease[0] > power.checked_at
 
     def power_pool(self) -> ThreadPoolExecutor:
         if self._power_pool is None:
@@ -394,7 +406,11 @@ class HostReconciler:
     def _merge_polled_power(self, name: str, status: HostStatus) -> HostStatus:
         polled = self.polled_power.get(name)
         power = status.power_management
-        if polled is None or polled[0] is power.power_state:
+        if polled is None:
+            return status
+        if polled[0] is power.power_state and not (
+                self._stale_off(name, power) and power.checked_at is not None
+                and polled[1] > power.checked_at):
             return status
         if power.checked_at is not None and polled[1] <= power.checked_at:
             return status  # an action's answer is newer

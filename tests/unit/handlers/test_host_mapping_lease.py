@@ -117,6 +117,8 @@ def test_the_lease_cache_keeps_the_newest_renewal_and_says_when_a_node_came_back
 def test_a_polled_power_state_is_merged_only_when_newer_and_different() -> None:
     reconciler = handler.HostReconciler.__new__(handler.HostReconciler)
     reconciler.polled_power = {}
+    reconciler._world_lock = threading.Lock()
+    reconciler.world = hm.World(hosts={"node-1": host_obj("node-1")})
     status = HostStatus(power_management=PowerManagementStatus(
         power_state=PowerState.ON, checked_at=T0))
     assert reconciler._merge_polled_power("node-1", status) is status
@@ -146,3 +148,21 @@ def test_only_the_pods_the_out_of_service_taint_evicts_are_released() -> None:
                                          "operator": "Exists", "effect": "NoExecute"}]),
     ]
     assert pods_to_release(pods, "node-1") == [("vms", "virt-launcher-engine")]
+
+
+def test_an_off_read_again_after_the_node_spoke_refreshes_a_stale_off() -> None:
+    reconciler = handler.HostReconciler.__new__(handler.HostReconciler)
+    reconciler._world_lock = threading.Lock()
+    reconciler.world = hm.World(hosts={"node-1": host_obj("node-1")},
+                                leases={"node-1": (T0 + timedelta(seconds=30), 40.0)})
+    # Off from an old fence; the node came back (Lease renewed at +30 s) and died again
+    stale = HostStatus(power_management=PowerManagementStatus(
+        power_state=PowerState.OFF, checked_at=T0))
+    reconciler.polled_power = {"node-1": (PowerState.OFF, T0 + timedelta(seconds=40))}
+    merged = reconciler._merge_polled_power("node-1", stale)
+    assert merged.power_management.checked_at == T0 + timedelta(seconds=40)
+    # an Off read after the last renewal is not stale: nothing to rewrite
+    fresh = HostStatus(power_management=PowerManagementStatus(
+        power_state=PowerState.OFF, checked_at=T0 + timedelta(seconds=35)))
+    reconciler.polled_power = {"node-1": (PowerState.OFF, T0 + timedelta(seconds=40))}
+    assert reconciler._merge_polled_power("node-1", fresh) is fresh
