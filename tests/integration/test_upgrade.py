@@ -259,6 +259,10 @@ def test_operator_restart_in_the_middle_resumes_the_upgrade(
     operator.stop()
     paused = upgrade(cluster)
     assert paused["phase"] == "Running" and paused["ownsGlobalMaintenance"] is True
+    # the operator's own global maintenance, noted as such; the user's spec is not written
+    maintenance = he(cluster)["status"]["maintenance"]
+    assert (maintenance["mode"], maintenance["source"]) == ("global", "Upgrade")
+    assert he(cluster)["spec"].get("maintenance") is None
     cluster = Cluster(lab_cluster, make_operator())
 
     done = wait_upgrade(cluster, "Succeeded")
