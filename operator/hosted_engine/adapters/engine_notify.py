@@ -76,6 +76,11 @@ def deliver(mail: Mail) -> None:
             smtp.starttls(context=_tls_context(cfg))
             smtp.ehlo()
         if cfg.username is not None and cfg.password is not None:
+            if not cfg.start_tls:
+                # smtplib would send AUTH in the clear: the password never goes unencrypted
+                raise smtplib.SMTPException(
+                    "refusing to send SMTP credentials over an unencrypted connection; "
+                    "set spec.notifications.startTLS")
             smtp.login(cfg.username, cfg.password)
         smtp.send_message(msg)
 

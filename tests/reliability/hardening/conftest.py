@@ -5,8 +5,8 @@ the lab's API faults aimed at the operator's requests, and a capture of every lo
   the CRDs, faults added (seeded, aimed at the operator's User-Agent) *before* the operator
   starts, so that its very first list and watch are already exposed; returns a
   :class:`harness.Cluster`. Everything stops at the end of the test, operator first.
-- ``output``: a handler on the root logger that keeps every record, plain and as JSON, for the
-  secret scan; the operator's handlers log through it.
+- ``output``: a handler on the root logger that keeps every record at INFO and above (the
+  operator's default level), plain and as JSON, for the secret scan and the traceback check.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def output() -> Iterator[OutputCapture]:
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    root.setLevel(logging.INFO)  # the operator's default level (hosted-engine run)
     try:
         yield handler
     finally:

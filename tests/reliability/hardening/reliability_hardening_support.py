@@ -87,22 +87,33 @@ SECRET_VALUES: tuple[str, ...] = (BMC_PASSWORD, SMTP_PASSWORD, S3_SECRET_KEY, RO
 class OutputCapture(logging.Handler):
     """Every log record of the process, rendered plain and as kopf's JSON logs render it."""
 
+    #: Loggers of the operator's own code and the client libraries it drives (not the lab's
+    #: simulators, e.g. sushy_tools, the lab's Redfish emulator).
+    OPERATOR_LOGGERS = ("kopf", "hosted_engine", "sushy", "pyghmi", "kubernetes", "botocore",
+                        "boto3", "urllib3", "aiohttp")
+
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
-        self.lines: list[str] = []
+        self.lines: list[tuple[str, str]] = []  # (logger name, rendered record)
         self._plain = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
         self._json = _json_formatter()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.lines.append(self._plain.format(record))
+            self.lines.append((record.name, self._plain.format(record)))
             if self._json is not None:
-                self.lines.append(self._json.format(record))
+                self.lines.append((record.name, self._json.format(record)))
         except Exception:  # a broken record must not hide the others
-            self.lines.append(repr(record.__dict__))
+            self.lines.append((record.name, repr(record.__dict__)))
 
     def text(self) -> str:
-        return "\n".join(self.lines)
+        """Everything logged in the process."""
+        return "\n".join(line for _, line in self.lines)
+
+    def operator_text(self) -> str:
+        """What the operator (and the client libraries it uses) logged."""
+        return "\n".join(line for name, line in self.lines
+                         if name.split(".")[0] in self.OPERATOR_LOGGERS)
 
 
 def _json_formatter() -> logging.Formatter | None:

@@ -316,9 +316,11 @@ class ApiCore:
         if handler is not None and self._is_aggregated(group, version, rest):
             verb = {"GET": "get", "PUT": "update", "POST": "create", "PATCH": "patch",
                     "DELETE": "delete"}.get(method, method.lower())
-            await self.faults.apply(verb, group, rest[-2] if len(rest) >= 2 else rest[0],
-                                    rest[-1] if len(rest) >= 3 else "", "", "", req.local,
-                                    req.user_agent)
+            # [namespaces/NS/]RESOURCE[/NAME[/SUBRESOURCE]], as RBAC and audit logs see it
+            ns, tail = (rest[1], rest[2:]) if len(rest) >= 3 and rest[0] == "namespaces" \
+                else ("", rest)
+            await self.faults.apply(verb, group, tail[0], tail[2] if len(tail) > 2 else "", ns,
+                                    tail[1] if len(tail) > 1 else "", req.local, req.user_agent)
             return await handler(req, rest)
         route = self.resolve(group, version, rest)
         return await self._dispatch(req, method, route)

@@ -1,0 +1,82 @@
+"""RBAC against the calls the operator really makes (named zz_ to run after the rest of the
+session: it reads what the lab's request log recorded, see reliability_hardening_support).
+
+- The ClusterRoles of manifests/rbac.yaml (the chart's are kept equal by tests/packaging) name
+  every group, resource and verb: no wildcard.
+- Every request the operator made at a lab in this session -- (verb, group, resource,
+  subresource), recognised by its User-Agent -- is allowed by those rules.
+- Every rule is used by some request, unless :data:`JUSTIFIED` says why not. This half needs
+  the integration tests in the same session (``make test``); alone, it is skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from reliability_hardening_support import OBSERVED, ROOT, Call
+
+pytestmark = pytest.mark.lab
+
+RBAC = ROOT / "manifests" / "rbac.yaml"
+CHART_RBAC = ROOT / "charts" / "hosted-engine-operator" / "templates" / "rbac.yaml"
+Permission = tuple[str, str, str]  # (group, resource[/subresource], verb)
+
+#: Rules the tests never exercise, and why they are still needed.
+JUSTIFIED: dict[Permission, str] = {
+    ("kopf.dev", "kopfpeerings", "get"): "namespaced mode (--namespace) peering; tests run "
+    "cluster-wide",
+    ("kopf.dev", "kopfpeerings", "list"): "namespaced-mode peering",
+    ("kopf.dev", "kopfpeerings", "watch"): "namespaced-mode peering",
+    ("kopf.dev", "kopfpeerings", "patch"): "namespaced-mode peering",
+}
+
+
+def rules(path: Path = RBAC) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return [rule for d in docs if d["kind"] in ("ClusterRole", "Role")
+            for rule in d.get("rules") or []]
+
+
+def permissions() -> set[Permission]:
+    return {(group, resource, verb) for rule in rules()
+            for group in rule.get("apiGroups") or []
+            for resource in rule.get("resources") or []
+            for verb in rule.get("verbs") or []}
+
+
+def allowed(call: Call, granted: set[Permission]) -> bool:
+    return (call.group, call.rbac_resource, call.verb) in granted
+
+
+def test_no_wildcards_in_the_manifests_or_the_chart() -> None:
+    assert rules(), "no rules found"
+    for rule in rules():
+        for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert "*" not in (rule.get(key) or []), (key, rule)
+        assert not any("*" in r for r in rule.get("resources") or []), rule
+    assert "'*'" not in CHART_RBAC.read_text() and '"*"' not in CHART_RBAC.read_text()
+    assert "- '*'" not in CHART_RBAC.read_text()
+
+
+def test_every_call_of_the_operator_is_allowed() -> None:
+    if not OBSERVED:
+        pytest.skip("no operator request was recorded in this session (run with the suite)")
+    granted = permissions()
+    outside = sorted(c for c in OBSERVED if not allowed(c, granted))
+    assert not outside, "calls the ClusterRoles do not allow:\n" + "\n".join(
+        f"  {c.verb} {c.group or 'core'} {c.rbac_resource}" for c in outside)
+
+
+def test_every_rule_is_used_or_justified(request: pytest.FixtureRequest) -> None:
+    ran = {Path(str(item.path)).parent.name for item in request.session.items}
+    if "integration" not in ran:
+        pytest.skip("needs the integration tests in the same session to have seen every call")
+    used = {(c.group, c.rbac_resource, c.verb) for c in OBSERVED}
+    unused = sorted(p for p in permissions() - used if p not in JUSTIFIED)
+    assert not unused, "rules no test saw used (remove them or justify them):\n" + "\n".join(
+        f"  {verb} {group or 'core'} {resource}" for group, resource, verb in unused)
+    stale = sorted(p for p in JUSTIFIED if p not in permissions())
+    assert not stale, f"justifications for rules that no longer exist: {stale}"
