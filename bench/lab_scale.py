@@ -8,12 +8,19 @@ and optionally a node failure with the real 40 s grace.
 
     .venv/bin/python bench/lab_scale.py --nodes 1000 --pods 10000 --window 30
     .venv/bin/python bench/lab_scale.py --nodes 1000 --vms 10000 --window 30
+
+The machine is usually shared: besides wall-clock times, every phase reports the CPU seconds the
+lab process used (``cpu_s``) and, in steady state, the CPU per simulation pass (``pass_cpu_ms``:
+sustainable while below the tick, 500 ms) and the share spent in the garbage collector.
+``--default-gc`` keeps CPython's default collector thresholds (the lab otherwise calls
+:func:`hosted_engine.lab.kubevirt.scale.tune_gc`, as :func:`~.scale.start_scale_lab` does).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import platform
@@ -42,17 +49,28 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+GC_SECONDS = [0.0, 0.0]  # total CPU seconds in collections, start of the current one
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        GC_SECONDS[1] = time.process_time()
+    else:
+        GC_SECONDS[0] += time.process_time() - GC_SECONDS[1]
+
+
 def watch_events(lab: Lab) -> int:
     return sum(i.changed for i in lab._informers.values())
 
 
 async def steady(lab: Lab, window: float, label: str) -> dict[str, Any]:
-    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    cpu0, wall0, gc0 = cpu_seconds(), time.monotonic(), GC_SECONDS[0]
     req0 = Counter(lab.api.requests)
     ev0, passes0 = watch_events(lab), lab.passes
     await asyncio.sleep(window)
     wall = time.monotonic() - wall0
     cpu = cpu_seconds() - cpu0
+    gc_s = GC_SECONDS[0] - gc0
     req = Counter(lab.api.requests)
     req.subtract(req0)
     passes = lab.passes - passes0
@@ -66,6 +84,9 @@ async def steady(lab: Lab, window: float, label: str) -> dict[str, Any]:
         "watch_events_per_s": round((watch_events(lab) - ev0) / wall, 1),
         "passes_per_s": round(passes / wall, 2),
         "pass_ms": round(1000 * wall / passes, 1) if passes else None,
+        "pass_cpu_ms": round(1000 * cpu / passes, 1) if passes else None,
+        "gc_pct_of_cpu": round(100 * gc_s / cpu, 1) if cpu else None,
+        "load_avg": os.getloadavg()[0],
     }
     print(row, flush=True)
     return row
@@ -84,28 +105,6 @@ def pod_body(i: int) -> Obj:
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
                 }
             ]
-        },
-    }
-
-
-def vm_body(i: int) -> Obj:
-    return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": f"vm-{i}", "namespace": "bench"},
-        "spec": {
-            "runStrategy": "Always",
-            "template": {
-                "spec": {
-                    "domain": {
-                        "cpu": {"cores": 1},
-                        "memory": {"guest": "128Mi"},
-                        "resources": {"requests": {"cpu": "100m"}},
-                        "devices": {"interfaces": [{"name": "default", "masquerade": {}}]},
-                    },
-                    "networks": [{"name": "default", "pod": {}}],
-                }
-            },
         },
     }
 
@@ -139,28 +138,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.pods or args.vms:
             count = args.vms or args.pods
             what = "VMs" if args.vms else "pods"
-            t1 = time.monotonic()
+            t1, cpu1 = time.monotonic(), cpu_seconds()
             if args.vms:
-                from hosted_engine.lab.kubevirt.resources import VMIS, VMS
+                from hosted_engine.lab.kubevirt import scale
 
-                for i in range(count):
-                    await lab.client.create(VMS.group, VMS.version, VMS.plural, vm_body(i), "bench")
-                    if (i + 1) % 1000 == 0:
-                        print(
-                            {
-                                "created": i + 1,
-                                "s": round(time.monotonic() - t1, 1),
-                                "rss_mib": round(rss_mib(), 1),
-                            },
-                            flush=True,
-                        )
+                def created_row(n: int, seconds: float) -> None:
+                    print({"created": n, "s": round(seconds, 1), "rss_mib": round(rss_mib(), 1)},
+                          flush=True)
+
+                await scale.create_vms(lab, count, "bench", progress=created_row)
 
                 def running() -> int:
-                    return sum(
-                        1
-                        for v in lab.informer(VMIS).items()
-                        if (v.get("status") or {}).get("phase") == "Running"
-                    )
+                    return scale.vms_running(lab, "bench")
             else:
                 for i in range(count):
                     await lab.api.create(PODS, pod_body(i), "bench")
@@ -184,7 +173,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         {
                             "running": running(),
                             "s": round(last - t1, 1),
+                            "cpu_s": round(cpu_seconds() - cpu1, 1),
                             "rss_mib": round(rss_mib(), 1),
+                            "load_avg": os.getloadavg()[0],
                         },
                         flush=True,
                     )
@@ -194,6 +185,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "phase": f"start {count} {what}",
                 "created_s": round(created, 1),
                 "all_running_s": round(elapsed, 1),
+                "cpu_s": round(cpu_seconds() - cpu1, 1),
                 "running": done,
                 "rss_mib": round(rss_mib(), 1),
             }
@@ -240,8 +232,15 @@ def main() -> int:
         action="store_true",
         help="cut node-1's power and time Ready=Unknown (real 40 s grace)",
     )
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep CPython's default garbage collector thresholds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    gc.callbacks.append(_gc_callback)
+    if not args.default_gc:
+        from hosted_engine.lab.kubevirt.scale import tune_gc
+
+        tune_gc()
     print(
         f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}",

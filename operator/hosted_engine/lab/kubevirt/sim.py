@@ -197,6 +197,7 @@ class KubeVirtSim:
         #: the pass in which each object was last reconciled (oldest first under the budget)
         self._attempted: dict[tuple[str, tuple[str, str]], int] = {}
         self._passes = 0
+        self._indexes: dict[str, tuple[list[Obj], Any]] = {}
         self._retry_at: dict[tuple[str, str], float] = {}
         self._evacuation_next: dict[str, float] = {}
         from hosted_engine.lab.kubevirt.storage import StorageControllers
@@ -304,16 +305,35 @@ class KubeVirtSim:
                 return cached
         return await self.api.list(res)
 
-    async def observe(self) -> World:
-        world = World()
-        for vm in await self.objects(VMS):
-            world.vms[(ns_of(vm), name_of(vm))] = vm
-        for vmi in await self.objects(VMIS):
-            world.vmis[(ns_of(vmi), name_of(vmi))] = vmi
-        for pod in await self.objects(PODS):
+    def _indexed(self, name: str, objects: list[Obj], build: Callable[[list[Obj]], Any]) -> Any:
+        """``build(objects)``, reused while the cache hands out the same list (unchanged)."""
+        last = self._indexes.get(name)
+        if last is not None and last[0] is objects:
+            return last[1]
+        index = build(objects)
+        self._indexes[name] = (objects, index)
+        return index
+
+    @staticmethod
+    def _by_key(objects: list[Obj]) -> dict[tuple[str, str], Obj]:
+        return {(ns_of(o), name_of(o)): o for o in objects}
+
+    @staticmethod
+    def _launchers(pods: list[Obj]) -> dict[str, list[Obj]]:
+        by_vmi: dict[str, list[Obj]] = {}
+        for pod in pods:
             labels = meta(pod).get("labels") or {}
             if labels.get(APP_LABEL) == "virt-launcher":
-                world.pods.setdefault(str(labels.get(CREATED_BY_LABEL, "")), []).append(pod)
+                by_vmi.setdefault(str(labels.get(CREATED_BY_LABEL, "")), []).append(pod)
+        return by_vmi
+
+    async def observe(self) -> World:
+        """The pass's view; the indexes of a resource that did not change since the last pass
+        are reused (so treat the World's dicts as read-only)."""
+        world = World()
+        world.vms = dict(self._indexed("vms", await self.objects(VMS), self._by_key))
+        world.vmis = dict(self._indexed("vmis", await self.objects(VMIS), self._by_key))
+        world.pods = self._indexed("pods", await self.objects(PODS), self._launchers)
         world.vmims = sorted(
             await self.objects(VMIMS),
             key=lambda m: (str(meta(m).get("creationTimestamp", "")), name_of(m)),

@@ -191,6 +191,7 @@ class Informer:
         self.objects: dict[tuple[str, str], Obj] = {}
         self.synced = asyncio.Event()
         self.changed = 0
+        self._items: list[Obj] | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -207,7 +208,11 @@ class Informer:
             self._task = None
 
     def items(self) -> list[Obj]:
-        return list(self.objects.values())
+        """Every cached object. The same list object is returned until something changes
+        (callers may compare it by identity to skip work; never mutate it)."""
+        if self._items is None:
+            self._items = list(self.objects.values())
+        return self._items
 
     def get(self, name: str, namespace: str = "") -> Obj | None:
         return self.objects.get((namespace, name))
@@ -218,6 +223,7 @@ class Informer:
             try:
                 listed = await self.client.list(r.group, r.version, r.plural, self.namespace)
                 self.objects = {(ns_of(o), name_of(o)): o for o in listed.get("items") or []}
+                self._items = None
                 self.changed += 1
                 self.synced.set()
                 rv = (listed.get("metadata") or {}).get("resourceVersion")
@@ -241,6 +247,7 @@ class Informer:
                         self.objects.pop(key, None)
                     else:
                         self.objects[key] = obj
+                    self._items = None
                     self.changed += 1
             except asyncio.CancelledError:
                 raise
