@@ -3,7 +3,7 @@
 - One daemon per domain runs the level-based reconcile
   (:class:`~hosted_engine.adapters.storage.StorageDomainReconciler`) whenever something it
   depends on changes, and the TCP reachability probe every ``spec.probeInterval`` (the only
-  time-based part). It learns about changes from watches, never by polling: kopf event handlers
+  time-based part; a domain with no network endpoint, FC or CSI, has no timer at all). It learns about changes from watches, never by polling: kopf event handlers
   on StorageDomains (peers' rules), PersistentVolumes of domains, claims, StorageClasses and
   HostedEngines wake the daemons of the domains concerned through :class:`Triggers`.
 - Deletion: the finalizer holds the domain while claims use it (``DeletionBlocked`` lists the
@@ -17,18 +17,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
 import kopf
+from pydantic import ValidationError
 
 from hosted_engine import API_GROUP, API_VERSION
 from hosted_engine.adapters import metrics
 from hosted_engine.adapters.storage import Outcome, StorageApi, StorageDomainReconciler
 from hosted_engine.handlers.startup import kube_client
-from hosted_engine.logic.storage import DOMAIN_ANNOTATION, EngineRef, engine_ref
+from hosted_engine.logic.storage import (
+    DOMAIN_ANNOTATION,
+    EngineRef,
+    engine_ref,
+    probe_endpoints,
+)
 from hosted_engine.models.base import parse_duration
-from hosted_engine.models.storagedomain import STORAGE_DOMAIN_LABEL
+from hosted_engine.models.storagedomain import STORAGE_DOMAIN_LABEL, StorageDomainSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +104,8 @@ class Triggers:
         """Wait until fired or ``timeout`` passes; True when fired. Clears the flag."""
         event = self.event(name)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(timeout, 0.0)):  # not wait_for: see lab core
+            # not wait_for: see lab core; math.inf: no timer, only the trigger
+            async with asyncio.timeout(None if math.isinf(timeout) else max(timeout, 0.0)):
                 await event.wait()
         fired = event.is_set()
         event.clear()
@@ -131,6 +139,17 @@ def probe_interval(spec: Mapping[str, Any]) -> float:
         return DEFAULT_PROBE_INTERVAL
 
 
+def next_probe_in(spec: Mapping[str, Any]) -> float | None:
+    """Seconds until the next reachability probe; None when the domain has no network endpoint
+    (FC, CSI): its daemon then runs only when something it depends on changes, never on a
+    timer (each run LISTs claims, volumes, peers and engines)."""
+    try:
+        parsed = StorageDomainSpec.model_validate(dict(spec))
+    except ValidationError:
+        return probe_interval(spec)  # reported by the reconcile; keep looking
+    return probe_interval(spec) if probe_endpoints(parsed) else None
+
+
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="storagedomain", cancellation_timeout=10.0)
 async def run_domain(
     name: str, spec: kopf.Spec, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
@@ -152,7 +171,8 @@ async def run_domain(
         if triggers.learn(name, outcome) or outcome.stale:
             triggers.fire(name)
         if due:
-            next_probe = loop.time() + probe_interval(spec)
+            delay = next_probe_in(spec)
+            next_probe = loop.time() + delay if delay is not None else math.inf
         await triggers.wait(name, next_probe - loop.time())
 
 

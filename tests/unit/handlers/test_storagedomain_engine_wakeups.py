@@ -1,6 +1,7 @@
-"""A HostedEngine's events wake its StorageDomain only when what the domain reads of it
-changes (its disk's domain, running, global maintenance), not on its frequent other status
-writes: every wake-up of a domain is a reconcile that LISTs claims, volumes and peers."""
+"""A StorageDomain runs only when something it reads changes (every run LISTs claims, volumes,
+peers and engines): a HostedEngine's events wake it only when what the domain reads of the
+engine changes (its disk's domain, running, global maintenance), not on its frequent other
+status writes; a domain with no network endpoint (FC, CSI) has no probe timer."""
 
 from __future__ import annotations
 
@@ -58,3 +59,23 @@ async def test_only_what_the_domain_reads_wakes_it() -> None:
     gone = engine("EngineDown", domain="data", mode="global")
     assert await deliver(memo, gone, "DELETED") == {"data"}
     assert await deliver(memo, engine(domain="data")) == {"data"}
+
+
+def test_only_domains_with_network_endpoints_have_a_probe_timer() -> None:
+    fc = {"type": "fc", "role": "data", "capacity": "50Gi",
+          "fc": {"wwids": ["3600a0980383030534f3f4a4f4d4c4502"]}}
+    nfs = {"type": "nfs", "role": "data", "capacity": "50Gi", "probeInterval": "30s",
+           "nfs": {"server": "nfs.example", "path": "/exports/data"}}
+    csi = {"type": "csi", "role": "data", "csi": {"storageClassName": "lab-csi"}}
+    assert sd.next_probe_in(fc) is None  # FC: nothing to probe, no periodic reconcile (LISTs)
+    assert sd.next_probe_in(csi) is None
+    assert sd.next_probe_in(nfs) == 30.0
+    assert sd.next_probe_in({**nfs, "probeInterval": "bad"}) == sd.DEFAULT_PROBE_INTERVAL
+    assert sd.next_probe_in({"type": "nfs"}) == 60.0  # unreadable spec: keep looking
+
+
+async def test_a_trigger_ends_an_untimed_wait() -> None:
+    triggers = sd.Triggers()
+    triggers.fire("data")
+    assert await triggers.wait("data", float("inf")) is True
+    assert await triggers.wait("data", 0.0) is False
