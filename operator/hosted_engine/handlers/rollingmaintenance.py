@@ -94,7 +94,10 @@ TRIGGERS_KEY: Final = "rolling-triggers"
 #: Wait after an unexpected failure of a reconcile (seconds).
 ERROR_BACKOFF: Final = 2.0
 #: Smallest wait between two reconciles (seconds).
-MIN_WAIT: Final = 0.05
+MIN_WAIT: Final = 0.01
+#: Wake this long after a deadline (a timeout, or a poll of CloudStack's timing), so that it
+#: has passed when the run decides (seconds).
+DEADLINE_MARGIN: Final = 0.002
 #: Wait of a run whose spec is invalid (it wakes on its next change anyway).
 INVALID_WAIT: Final = 300.0
 #: Reason (condition and Event) of a hook script whose ConfigMap or key is missing.
@@ -241,7 +244,7 @@ class RollingReconciler:
         wait = poll
         deadline = rm.next_deadline(new, spec, get_clock().now())
         if deadline is not None:
-            wait = min(wait, deadline + MIN_WAIT)
+            wait = min(wait, deadline + DEADLINE_MARGIN)
         return Outcome(wait=max(MIN_WAIT, wait))
 
     def _missing_scripts(self, namespace: str,

@@ -65,6 +65,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import heapq
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -363,7 +364,7 @@ class StageRecord:
     exit_code: int | None = None
     log_tail: str = ""
     message: str = ""
-    polls: int = 0  # with stage_poll_s: polls made so far (CloudStack's timing only)
+    end_seen_at: datetime | None = None  # with stage_poll_s: when the end was first seen
 
 
 @dataclass
@@ -376,7 +377,7 @@ class HostRun:
     maintenance_ending_at: datetime | None = None
     maintenance_ended: bool = False
     message: str = ""
-    maintenance_polls: int = 0  # with maintenance_poll_s: checks made so far
+    maintenance_seen_at: datetime | None = None  # with maintenance_poll_s: first seen
 
 
 @dataclass
@@ -434,7 +435,7 @@ class RunState:
                     exit_code=r.get("exitCode"),
                     log_tail=r.get("logTail", ""),
                     message=r.get("message", ""),
-                    polls=int(r.get("polls", 0)),
+                    end_seen_at=_parse_ts(r.get("endSeenAt")),
                 )
                 for stage, r in h.get("stages", {}).items()
             }
@@ -448,7 +449,7 @@ class RunState:
                     maintenance_ending_at=_parse_ts(h.get("maintenanceEndingAt")),
                     maintenance_ended=bool(h.get("maintenanceEnded", False)),
                     message=h.get("message", ""),
-                    maintenance_polls=int(h.get("maintenancePolls", 0)),
+                    maintenance_seen_at=_parse_ts(h.get("maintenanceSeenAt")),
                 )
             )
         return cls(
@@ -692,7 +693,7 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
     if rec.result is not None:
         return rec.result
     job = obs.jobs.get(rec.job_name)
-    if not _polled(ctx, rec, job is not None and job.state is not JobState.RUNNING):
+    if job is not None and job.state is not JobState.RUNNING and not _polled(ctx, rec):
         job = JobView(JobState.RUNNING)  # finished, but CloudStack has not asked yet
     if job is None or job.state is JobState.RUNNING:
         if (ctx.now - rec.started_at).total_seconds() >= timeout:
@@ -719,40 +720,42 @@ def _hook(ctx: _Ctx, h: HostRun, stage: Stage) -> StageResult | None:
     return rec.result
 
 
-def _polls_due(since: datetime, poll_s: float, now: datetime) -> int:
-    """How many polls every ``poll_s`` after ``since`` are due by ``now``."""
-    return int(((now - since).total_seconds() + 1e-6) // poll_s)  # times are in microseconds
+def _next_poll(since: datetime, poll_s: float, at: datetime) -> datetime:
+    """The first poll (every ``poll_s`` after ``since``, never ``since`` itself) at or after
+    ``at``; a poll within a millisecond of ``at`` counts (timers may fire early)."""
+    k = max(1, math.ceil(((at - since).total_seconds() - 1e-3) / poll_s))
+    return since + timedelta(seconds=k * poll_s)
 
 
-def _polled(ctx: _Ctx, rec: StageRecord, finished: bool) -> bool:
-    """With CloudStack's polling: is the hook's end seen now, i.e. is a poll due that has not
-    seen the hook running yet? Counts the polls that saw it running. (Without polling: seen
-    when it happens.)"""
+def _polled(ctx: _Ctx, rec: StageRecord) -> bool:
+    """With CloudStack's polling: is the end of a finished hook seen now? CloudStack sees it
+    at its first poll after it ended; the planner takes "ended" as when it first saw the end
+    (so no wake-up is needed while a hook runs). Without polling: seen when it happens."""
     poll = ctx.spec.stage_poll_s
-    if poll is None or not finished:
-        if poll is not None:
-            rec.polls = max(rec.polls, _polls_due(rec.started_at, poll, ctx.now))
+    if poll is None:
         return True
-    return _polls_due(rec.started_at, poll, ctx.now) > rec.polls
+    if rec.end_seen_at is None:
+        rec.end_seen_at = ctx.now
+    due = _next_poll(rec.started_at, poll, rec.end_seen_at)
+    return ctx.now >= due - timedelta(milliseconds=1)
 
 
 def poll_deadline(state: RunState, spec: RollingSpec, now: datetime) -> datetime | None:
-    """With CloudStack's polling: when its next poll of a stage or a maintenance is due."""
+    """With CloudStack's polling: when it next sees an end the planner already saw."""
     due: list[datetime] = []
     for h in state.hosts:
         if spec.stage_poll_s is not None:
             for rec in h.stages.values():
-                if rec.result is None:
-                    n = _polls_due(rec.started_at, spec.stage_poll_s, now) + 1
-                    due.append(rec.started_at + timedelta(seconds=n * spec.stage_poll_s))
+                if rec.result is None and rec.end_seen_at is not None:
+                    due.append(_next_poll(rec.started_at, spec.stage_poll_s, rec.end_seen_at))
         if (
             spec.maintenance_poll_s is not None
             and h.phase is HostPhase.ENTERING_MAINTENANCE
             and h.maintenance_requested_at is not None
+            and h.maintenance_seen_at is not None
         ):
-            since = h.maintenance_requested_at
-            n = _polls_due(since, spec.maintenance_poll_s, now) + 1
-            due.append(since + timedelta(seconds=n * spec.maintenance_poll_s))
+            due.append(_next_poll(h.maintenance_requested_at, spec.maintenance_poll_s,
+                                  h.maintenance_seen_at))
     return min(due) if due else None
 
 
@@ -948,10 +951,12 @@ def _advance(ctx: _Ctx, h: HostRun) -> None:
     if h.phase is HostPhase.ENTERING_MAINTENANCE:
         assert h.maintenance_requested_at is not None
         seen = True
-        if spec.maintenance_poll_s is not None:  # CloudStack looks only every 30 s
-            due = _polls_due(h.maintenance_requested_at, spec.maintenance_poll_s, ctx.now)
-            seen = due > h.maintenance_polls
-            h.maintenance_polls = max(due, h.maintenance_polls)
+        if spec.maintenance_poll_s is not None and state == "Maintenance":
+            # CloudStack looks at once, then every 30 s: seen at its next look
+            h.maintenance_seen_at = h.maintenance_seen_at or ctx.now
+            due = _next_poll(h.maintenance_requested_at, spec.maintenance_poll_s,
+                             h.maintenance_seen_at)
+            seen = ctx.now >= due - timedelta(milliseconds=1)
         if state == "Maintenance" and seen:
             h.phase = HostPhase.MAINTENANCE
         elif view is not None and view.maintenance_refused:
