@@ -387,7 +387,7 @@ class OperatorProcess:
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hosted_engine", "run", "--kubeconfig", str(kubeconfig),
-             "--standalone"],
+             "--standalone", *(["--verbose"] if os.environ.get("OPSCALE_VERBOSE") else [])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
             env={**os.environ, **(env or {})})
 
