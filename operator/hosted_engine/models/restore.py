@@ -110,7 +110,7 @@ class RestoreStatus(ObjectStatus):
     objects_verified: Annotated[int, Field(ge=0)] = 0
     mismatches: list[ChecksumMismatch] = Field(default_factory=list, max_length=100)
     hosted_engine: str | None = Field(default=None, max_length=253)
-    virtual_machines: list[str] = Field(
+    virtual_machines: list[Annotated[str, Field(max_length=253)]] = Field(
         default_factory=list, max_length=100,
         description="Other VirtualMachines in the backup (vmSelector): their disks and "
         "definitions are verified with the run; this Restore recreates only the engine.")
