@@ -152,14 +152,13 @@ def activation_seconds(hosts: list[dict[str, Any]]) -> list[float]:
 
 
 def hook_overheads(hosts: list[dict[str, Any]], scale: float) -> list[float]:
-    """Per PreMaintenance and Maintenance hook: from its Job's creation to the run's next
-    action (maintenance asked / ended), minus the script's own sleep: the cost of a hook step
-    (Job controller, pod start, process, Job complete, watch event, reconcile)."""
+    """Per Maintenance hook: from its Job's creation to the run ending the maintenance, minus
+    the script's own sleep: the cost of a hook step (Job controller, pod start, process, Job
+    complete, watch event, reconcile). (Not PreMaintenance: run ahead, it waits for a slot.)"""
     out = []
     for h in hosts:
         stages = {s["stage"]: s for s in h.get("stages") or []}
-        for stage, after in (("PreMaintenance", "maintenanceStartedAt"),
-                             ("Maintenance", "maintenanceFinishedAt")):
+        for stage, after in (("Maintenance", "maintenanceFinishedAt"),):
             start = (stages.get(stage) or {}).get("startedAt")
             if start and h.get(after):
                 gap = (datetime.fromisoformat(h[after]) - datetime.fromisoformat(start))
