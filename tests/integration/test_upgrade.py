@@ -215,7 +215,7 @@ def test_upgrade_with_backup_switches_the_image_and_leaves_maintenance(
 
 
 def test_broken_image_is_rolled_back_and_not_retried(cluster: Cluster) -> None:
-    deploy(cluster, spec_with(OLD, "4.5", health_timeout="4s"))
+    deploy(cluster, spec_with(OLD, "4.5", health_timeout="6s"))
     set_image(cluster, BROKEN, "4.6")
 
     done = wait_upgrade(cluster, "RolledBack")
@@ -295,3 +295,24 @@ def test_users_global_maintenance_is_left_untouched(cluster: Cluster) -> None:
     vm = cluster.get(VMS, NAME, NS)
     assert vm is not None and vm["spec"]["runStrategy"] == "Manual"
     assert obj["spec"]["maintenance"]["mode"] == "global"
+
+
+def test_manual_policy_only_reports_the_pending_upgrade(cluster: Cluster) -> None:
+    spec = spec_with(OLD, "4.5")
+    spec["upgradePolicy"]["mode"] = "Manual"
+    deploy(cluster, spec)
+    vmi_uid = engine_vmi(cluster)["metadata"]["uid"]  # type: ignore[index]
+    set_image(cluster, NEW, "4.6")
+
+    obj = wait_for("UpgradePending", lambda: (
+        conditions(he(cluster)).get("UpgradePending", {}).get("status") == "True"
+        and he(cluster)), timeout=20, describe=lambda: conditions(he(cluster)))
+    pending = conditions(obj)["UpgradePending"]
+    assert pending["reason"] == "ManualPolicy" and url(NEW) in pending["message"]
+    assert "upgrade" not in obj["status"]
+    assert obj["status"]["vm"]["image"] == url(OLD) and obj["status"]["vm"]["version"] == "4.5"
+    vm = cluster.get(VMS, NAME, NS)
+    assert vm is not None
+    assert [t["metadata"]["name"] for t in vm["spec"]["dataVolumeTemplates"]] == [f"{NAME}-disk"]
+    assert engine_vmi(cluster)["metadata"]["uid"] == vmi_uid  # type: ignore[index]
+    assert "UpgradeStarted" not in event_reasons(cluster)
