@@ -20,8 +20,12 @@ Terms used below
   node not known dead. A node is *dead* when its fence is *confirmed* (powered off and out of
   service), or, only with ``fencing_required`` false, when the machine gave it up (``abandoned``)
   and it is still lost.
-* *lost host*: its heartbeat (Node Lease renewal) is older than ``host_silence``, its BMC
-  reports power off, or a fence of it is in progress / confirmed.
+* *lost host*: its heartbeat (Node Lease renewal) is older than ``host_silence`` (default 22 s:
+  2 missed kubelet renewals of 10 s with jitter and a margin; one late renewal is never a lost
+  host), its BMC reports power off (read after its last heartbeat: the Host polls the BMCs of
+  engine hosts every 5 s, so a power loss is seen without the silence wait; a BMC that does not
+  answer proves nothing), or a fence of it is in progress / confirmed. The Host accepts the
+  fence on the same proofs although Kubernetes may still report the Node Ready.
 * *suspect host*: the node of the newest VMI when an engine may still run there whatever the VMI
   says: the node is lost, or the VMI *ended* while the node was not Ready (the end was then
   decided elsewhere, e.g. a force-deleted pod, not reported by the node). A node that is back and
