@@ -261,6 +261,7 @@ def test_operator_restart_in_the_middle_resumes_the_upgrade(
     assert paused["phase"] == "Running" and paused["ownsGlobalMaintenance"] is True
     # the operator's own global maintenance, noted as such; the user's spec is not written
     maintenance = he(cluster)["status"]["maintenance"]
+    assert he(cluster)["status"]["state"] == "Upgrading"
     assert (maintenance["mode"], maintenance["source"]) == ("global", "Upgrade")
     assert he(cluster)["spec"].get("maintenance") is None
     cluster = Cluster(lab_cluster, make_operator())

@@ -266,6 +266,7 @@ def test_switch_waits_for_global_maintenance_to_be_in_effect() -> None:
     assert st["EnterGlobalMaintenance"][0] is StepState.RUNNING  # runStrategy still Always
     assert status.owns_global_maintenance is True
     assert st["SwitchImage"][0] is StepState.PENDING
+    assert up.changing(status)
     plan = up.advance(status, world.observe(status, T0), HE, T0)
     assert not any(isinstance(a, up.SwitchDisk) for a in plan.actions)
     world.strategy = "Manual"
@@ -283,6 +284,7 @@ def test_pre_flight_waits_without_changing_anything() -> None:
                   spares_message="0 of 1", storage_ok=False, storage_message="domain down")
     plan = up.advance(None, obs, HE, T0)
     assert plan.status is not None and plan.status.phase is UpgradePhase.RUNNING
+    assert not up.changing(plan.status)  # nothing is being changed yet
     state, message = steps(plan.status)["PreFlight"]
     assert state is StepState.RUNNING
     assert "not running healthy" in message and "0 of 1" in message and "domain down" in message

@@ -776,6 +776,8 @@ class EngineRunner:
             vm_info=self.vm_status(spec, world),
             maintenance_since=self.maintenance_since,
         )
+        if up.changing(self.upgrade):  # status.ha.state keeps the HA machine's own state
+            status["state"] = "Upgrading"
         if self.upgrade_gm and "maintenance" in status:  # the upgrade's own, not the user's
             status["maintenance"]["source"] = "Upgrade"
         if self.running_image is not None:  # what runs (the spec may ask for another image)
@@ -800,11 +802,8 @@ class EngineRunner:
         fresh = self.last_write is not None and now - self.last_write < STATUS_REFRESH
         if fresh and _without_last_seen(status) == _without_last_seen(self.last_status):
             return  # only heartbeats moved: refreshed every STATUS_REFRESH, not every step
-        # keys we no longer set are removed explicitly (merge patch)
-        patch = dict(status)
-        for key in ("host", "lastFailover"):
-            if patch.get(key) is None:
-                patch[key] = None
+        # keys we no longer set are removed explicitly (merge patch), also inside status.ha
+        patch = ev.status_patch(status)
         await self.call(self.api.patch_status, self.namespace, self.name, patch)
         metrics.record_engine_status(self.namespace, self.name, status)
         self.last_status = status

@@ -359,6 +359,14 @@ class Plan:
     conditions: tuple[tuple[str, bool, str, str], ...] = ()
 
 
+def changing(status: UpgradeStatus | None) -> bool:
+    """The upgrade is past its checks and backup: the engine is being switched, waited for or
+    rolled back (``status.state`` then shows Upgrading)."""
+    if status is None or status.phase is not UpgradePhase.RUNNING:
+        return False
+    return not _restartable(status)
+
+
 def owns_global_maintenance(status: UpgradeStatus | None) -> bool:
     """The operator's own global maintenance is in effect (an overlay on the user's spec)."""
     return status is not None and status.owns_global_maintenance
