@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -814,6 +814,28 @@ def status_body(
     }
     body["maintenance"] = {k: v for k, v in body["maintenance"].items() if v is not None}
     return body
+
+
+#: Every key :func:`ha.memory_to_dict` may write under ``status.ha``.
+HA_MEMORY_KEYS: Final = tuple(
+    name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:])
+    for name in (f.name for f in fields(ha.Memory))
+)
+
+
+def status_patch(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that writes ``status`` (from :func:`status_body`): a merge patch
+    keeps every key it does not name, so keys no longer set are named with null, also inside
+    ``ha``: a restarted operator reads its memory back from there, and a field left over from
+    an earlier episode (a finished failover, a lost or fenced host) must not come back."""
+    patch = dict(status)
+    for key in ("host", "lastFailover"):
+        if patch.get(key) is None:
+            patch[key] = None
+    memory = status.get("ha")
+    if isinstance(memory, Mapping):
+        patch["ha"] = {**dict.fromkeys(HA_MEMORY_KEYS), **memory}
+    return patch
 
 
 def notification_matches(pattern: str, old: ha.State, new: ha.State) -> bool:

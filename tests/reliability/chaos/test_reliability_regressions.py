@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from hosted_engine.logic import engine_vm as ev
 from hosted_engine.logic import ha
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -67,3 +68,44 @@ def test_engine_found_elsewhere_while_its_host_is_fine_is_a_move() -> None:
     assert decision.memory.failovers == 0 and decision.memory.last_failover is None
     reasons = [a.reason for a in decision.actions if isinstance(a, ha.EmitEvent)]
     assert "EngineMoved" in reasons and "EngineFailedOver" not in reasons
+
+
+# 2. The HostedEngine's status is written with a JSON merge patch, which keeps every key it does
+#    not name: HA memory fields that went back to None (the in-progress failover record, the
+#    lost, fenced or abandoned host, the backoff) stayed in status.ha, and a restarted operator
+#    read them back (a stale failover record would be completed and counted again).
+
+
+def test_the_status_patch_deletes_memory_fields_that_went_back_to_none() -> None:
+    old = ha.Memory(state=ha.State.FENCING, host="h1", lost_host="h1", fenced_host="h1",
+                    backoff_until=NOW,
+                    failover=ha.FailoverRecord("h1", lost_at=NOW, detected_at=NOW))
+    new = ha.Memory(state=ha.State.ENGINE_UP, host="h2")
+    stored = {"ha": ev.status_patch({"ha": ha.memory_to_dict(old)})["ha"]}
+    patch = ev.status_patch({"ha": ha.memory_to_dict(new), "host": None})
+    merged = merge_patch(stored, patch)
+    assert ha.memory_from_dict(merged["ha"]) == ha.memory_from_dict(ha.memory_to_dict(new))
+    assert "failover" not in merged["ha"] and "lostHost" not in merged["ha"]
+    assert patch["host"] is None and patch["lastFailover"] is None
+    # every key the memory can write is covered
+    full = ha.memory_to_dict(ha.Memory(
+        host="h", lost_host="h", fenced_host="h", abandoned_host="h", migration_target="h",
+        notice="n", user_action="u", refusal="r", since=NOW, backoff_until=NOW,
+        start_requested_at=NOW, healthy_since=NOW, last_action_at=NOW,
+        migration_failed_at=NOW, reminder_at=NOW,
+        failover=ha.FailoverRecord("h", lost_at=NOW, detected_at=NOW),
+        last_failover=ha.FailoverRecord("h", lost_at=NOW, detected_at=NOW)))
+    assert set(full) <= set(ev.HA_MEMORY_KEYS)
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386, what the API server does with a merge patch."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
