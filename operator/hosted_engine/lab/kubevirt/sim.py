@@ -397,9 +397,9 @@ class KubeVirtSim:
         self._passes += 1
         deadline = asyncio.get_running_loop().time() + self.timings.get(
             "kubevirt_pass_budget", 0.4)
-        for _, wkey, fingerprint, fn, args in work:
-            if asyncio.get_running_loop().time() > deadline:
-                break
+        for done, (_, wkey, fingerprint, fn, args) in enumerate(work):
+            if done and asyncio.get_running_loop().time() > deadline:
+                break  # at least one per pass, whatever the budget
             self._attempted[wkey] = self._passes
             before = self.api.writes
             await self._guard(fn, *args)
@@ -421,20 +421,24 @@ class KubeVirtSim:
         return (_rv(vm), _rv(vmi) if vmi is not None else None)
 
     def _vmi_fingerprint(self, vmi: Obj) -> tuple[Any, ...] | None:
-        if d.phase_of(vmi) != "Running" or deleting(vmi) or \
-                status(vmi).get("evacuationNodeName"):
+        """Everything ``_sync_vmi`` reads besides the clock: the VMI, its launcher pods, its
+        claims, its guest, its machine; a booting guest adds "boot time reached" (so a VMI
+        waiting for the scheduler, its pod or its boot is not reconciled on every pass).
+        None (always reconcile): deleting, or evacuating (retried on a timer)."""
+        if deleting(vmi) or status(vmi).get("evacuationNodeName"):
             return None
         guest = self.guests.get(uid_of(vmi))
         if guest is None:
             return None
-        node = str(status(vmi).get("nodeName") or "")
+        node = str(status(vmi).get("nodeName") or guest.node or "")
         pods = tuple(sorted(_rv(p) for p in self.world.pods.get(uid_of(vmi), [])))
         claims = tuple(
             _rv(self.world.pvcs.get((ns_of(vmi), claim)))
             for _, claim in d.claim_names(vmi.get("spec") or {})
         )
-        return (_rv(vmi), pods, claims, guest.alive, guest.lost, guest.boots,
-                self.machine_running(node))
+        booted = guest.boot_at is None or self.now() >= guest.boot_at
+        return (_rv(vmi), pods, claims, guest.alive, guest.lost, guest.boots, guest.node,
+                guest.pod, booted, self.machine_running(node), self.machine_connected(node))
 
     async def _guard(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
