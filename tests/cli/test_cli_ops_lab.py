@@ -97,12 +97,12 @@ def test_host_power_maintenance_and_backup(he_cluster: Cluster, run_cli: Run,
     assert res.out.splitlines()[0].split()[:3] == ["BACKUP", "PHASE", "RUN"]
     assert run_id in res.out
 
-    # restore: verified, then refused (a filesystem target's disk cannot be imported by CDI)
-    res = run_cli("restore", "--backup", "nightly", "--engine-name", "engine2", "--name", "r1",
+    # restore: verified, then refused (a HostedEngine of that name exists and is not its own)
+    res = run_cli("restore", "--backup", "nightly", "--engine-name", "engine", "--name", "r1",
                   "-n", NS, "--wait", "--timeout", "60s", *kc)
     assert res.code == 1, (res.out, res.err)
     assert "Restore engine/r1 created" in res.out and "objects verified" in res.out
-    assert res.err.startswith("error: Restore r1 failed: ") and "filesystem" in res.err
+    assert res.err.startswith("error: Restore r1 failed: ") and "already exists" in res.err
     res = run_cli("restore", "--backup", "nightly", "--engine-name", "Bad_Name", "-n", NS, *kc)
     assert res.code == 2 and "invalid restore: hostedEngineName" in res.err
 
