@@ -30,8 +30,13 @@ How it runs
     failing import for ever (``restartCount``); after ``IMPORT_RESTARTS`` restarts the restore
     fails with the importer's message.
 
+    A run on a ``pvc`` target is only reachable from a pod: a data mover Job
+    (:mod:`hosted_engine.adapters.pvcstore`) measures every object for the verification (the
+    comparison with the manifest is done here), and another one streams the disk to the upload
+    proxy (its token in a Secret owned by the Restore).
+
 Limits
-    A run on a ``pvc`` target cannot be restored yet (the target itself is refused).
+    Only the engine is recreated; other VMs of the run are verified and listed.
 """
 
 from __future__ import annotations
