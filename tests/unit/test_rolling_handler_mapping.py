@@ -91,7 +91,12 @@ def test_hook_job_is_pinned_without_retries_and_carries_the_payload() -> None:
     assert pod["volumes"][0]["configMap"]["items"] == [{"key": "upgrade.sh",
                                                         "path": "upgrade.sh"}]
     keys = {t["key"] for t in pod["tolerations"]}
-    assert keys == {"node.kubernetes.io/unschedulable", "hostedengine.io/rolling-maintenance"}
+    assert keys == {"node.kubernetes.io/unschedulable", "hostedengine.io/rolling-maintenance",
+                    "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    # pinned to its node, the hook is never evicted from it (no tolerationSeconds)
+    assert all("tolerationSeconds" not in t for t in pod["tolerations"])
+    assert {t["effect"] for t in pod["tolerations"] if t["key"].endswith(("ready", "reachable"))
+            } == {"NoExecute"}
     assert body["metadata"]["labels"]["hostedengine.io/rolling-run"] == "run"
     image = hook_job_body(name="j", namespace="ops", node="n", run="r", host="h",
                           stage="PreFlight", source=HookSource(image="i", command=("/c",)),

@@ -4,9 +4,11 @@ to the host's Node, and what a finished Job says (exit code, last log lines).
 - :func:`hook_job_body` (pure) builds the Job: ``backoffLimit: 0``, ``activeDeadlineSeconds`` =
   the stage timeout, ``nodeName`` = the host's Node (so it runs while the Node is cordoned),
   tolerations for the unschedulable taint and the rolling steer taint (with ``nodeName`` the
-  scheduler is bypassed; the tolerations keep it explicit), ``restartPolicy: Never``, a
-  dedicated service account without a token, the "restricted" Pod Security level (non-root,
-  no privilege escalation, no capabilities, RuntimeDefault seccomp), no TTL (the Job is kept
+  scheduler is bypassed; the tolerations keep it explicit) and, without a limit, for the
+  not-ready and unreachable NoExecute taints (a pinned hook is never evicted),
+  ``restartPolicy: Never``, a dedicated service account without a token, the "restricted" Pod
+  Security level (non-root, no privilege escalation, no capabilities, RuntimeDefault
+  seccomp), no TTL (the Job is kept
   until its result is recorded; it goes with its owner). The command is either the hook's
   ``command`` or ``/bin/sh /hooks/<key>`` with the ConfigMap mounted read-only at ``/hooks``;
   the run's payload is appended to it either way (CloudStack appends its payload to every
@@ -58,6 +60,8 @@ SCRIPT_MOUNT: Final = "/hooks"
 #: The PreferNoSchedule taint that steers new VMs away from a group under rolling maintenance.
 STEER_TAINT: Final = f"{API_GROUP}/rolling-maintenance"
 UNSCHEDULABLE_TAINT: Final = "node.kubernetes.io/unschedulable"
+NOT_READY_TAINT: Final = "node.kubernetes.io/not-ready"
+UNREACHABLE_TAINT: Final = "node.kubernetes.io/unreachable"
 #: Lines of a hook's log kept in the status.
 LOG_TAIL_LINES: Final = 20
 LOG_TAIL_BYTES: Final = 4096
@@ -163,6 +167,11 @@ def hook_job_body(
         "tolerations": [
             {"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"},
             {"key": STEER_TAINT, "operator": "Exists", "effect": "PreferNoSchedule"},
+            # pinned to its node, an evicted hook could not run anywhere else: it stays while
+            # the node is briefly NotReady (a reboot, a kubelet restart), as DaemonSet pods
+            # do; the stage timeout bounds it
+            {"key": NOT_READY_TAINT, "operator": "Exists", "effect": "NoExecute"},
+            {"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute"},
         ],
         "containers": [container],
     }
