@@ -162,11 +162,20 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         and (p.get("status") or {}).get("phase") == "Running"
                     )
 
+            def phases() -> dict[str, Any]:
+                if not args.vms:
+                    return {}
+                from hosted_engine.lab.kubevirt.resources import VMIS
+
+                counts = Counter(str((v.get("status") or {}).get("phase") or "-")
+                                 for v in lab.informer(VMIS).items())
+                return {"vmi_phases": dict(counts), "passes": lab.passes}
+
             created = time.monotonic() - t1
             deadline = time.monotonic() + args.timeout
             last = time.monotonic()
             while running() < count and time.monotonic() < deadline:
-                await asyncio.sleep(1)
+                await asyncio.sleep(2)
                 if time.monotonic() - last >= 30:
                     last = time.monotonic()
                     print(
@@ -176,6 +185,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                             "cpu_s": round(cpu_seconds() - cpu1, 1),
                             "rss_mib": round(rss_mib(), 1),
                             "load_avg": os.getloadavg()[0],
+                            **phases(),
                         },
                         flush=True,
                     )

@@ -198,6 +198,10 @@ class KubeVirtSim:
         self._attempted: dict[tuple[str, tuple[str, str]], int] = {}
         self._passes = 0
         self._indexes: dict[str, tuple[list[Obj], Any]] = {}
+        #: per VMI uid: (VMI, its pods list, the PVC index, the API part of its fingerprint)
+        self._vmi_memo: dict[str, tuple[Obj, list[Obj] | None, Any, tuple[Any, ...]]] = {}
+        #: the (VM, VMI) objects a settled VM was last checked with (held, compared by identity)
+        self._same_inputs: dict[tuple[str, tuple[str, str]], tuple[Obj, Obj | None]] = {}
         self._retry_at: dict[tuple[str, str], float] = {}
         self._evacuation_next: dict[str, float] = {}
         from hosted_engine.lab.kubevirt.storage import StorageControllers
@@ -316,15 +320,27 @@ class KubeVirtSim:
 
     @staticmethod
     def _by_key(objects: list[Obj]) -> dict[tuple[str, str], Obj]:
+        known = getattr(objects, "by_key", None)  # the lab's informers index them already
+        if isinstance(known, dict):
+            return known
         return {(ns_of(o), name_of(o)): o for o in objects}
 
-    @staticmethod
-    def _launchers(pods: list[Obj]) -> dict[str, list[Obj]]:
+    def _launchers(self, pods: list[Obj]) -> dict[str, list[Obj]]:
+        """virt-launcher pods by VMI uid; a VMI whose pods are the very same objects as in the
+        last index keeps its list object (so that its fingerprint is reused)."""
         by_vmi: dict[str, list[Obj]] = {}
         for pod in pods:
             labels = meta(pod).get("labels") or {}
             if labels.get(APP_LABEL) == "virt-launcher":
                 by_vmi.setdefault(str(labels.get(CREATED_BY_LABEL, "")), []).append(pod)
+        last = self._indexes.get("pods")
+        if last is not None:
+            previous: dict[str, list[Obj]] = last[1]
+            for uid, current in by_vmi.items():
+                old = previous.get(uid)
+                if old is not None and len(old) == len(current) and \
+                        all(a is b for a, b in zip(old, current, strict=True)):
+                    by_vmi[uid] = old
         return by_vmi
 
     async def observe(self) -> World:
@@ -341,8 +357,7 @@ class KubeVirtSim:
         for kv in await self.objects(KUBEVIRTS):
             if (ns_of(kv), name_of(kv)) == (KUBEVIRT_NAMESPACE, KUBEVIRT_CR_NAME):
                 world.kubevirt = kv
-        for pvc in await self.objects(PVCS):
-            world.pvcs[(ns_of(pvc), name_of(pvc))] = pvc
+        world.pvcs = self._indexed("pvcs", await self.objects(PVCS), self._by_key)
         for node in await self.objects(NODES):
             world.nodes[name_of(node)] = node
         return world
@@ -359,6 +374,8 @@ class KubeVirtSim:
         alive = {uid_of(v) for v in world.vmis.values()}
         for uid in [u for u in self.guests if u not in alive]:
             await self._forget_guest(uid)
+        for uid in [u for u in self._vmi_memo if u not in alive]:
+            self._vmi_memo.pop(uid, None)
         await self.storage.sync()
 
     async def _sync_objects(self, world: World) -> None:
@@ -374,13 +391,21 @@ class KubeVirtSim:
         work: list[tuple[int, tuple[str, tuple[str, str]], tuple[Any, ...] | None,
                          Callable[..., Any], tuple[Any, ...]]] = []
         settled = self._settled
+        same = self._same_inputs
         for key, vm in world.vms.items():
             vmi = world.vmis.get(key)
-            fingerprint = self._vm_fingerprint(vm, vmi)
             wkey = ("vm", key)
             seen = settled.get(wkey)
+            # the informers replace an object on every change: the very same objects as when
+            # it settled mean the same fingerprint (cheaper than computing it for 10,000 VMs)
+            inputs = same.get(wkey)
+            if seen is not None and now < seen[1] and inputs is not None \
+                    and inputs[0] is vm and inputs[1] is vmi:
+                continue
+            fingerprint = self._vm_fingerprint(vm, vmi)
             if fingerprint is not None and seen is not None and seen[0] == fingerprint \
                     and now < seen[1]:
+                same[wkey] = (vm, vmi)
                 continue
             work.append((self._attempted.get(wkey, 0), wkey, fingerprint, self._sync_vm,
                          (vm, vmi)))
@@ -406,13 +431,17 @@ class KubeVirtSim:
             if fingerprint is not None and self.api.writes == before:
                 # each object resyncs on its own schedule (spread by a little jitter)
                 settled[wkey] = (fingerprint, now + resync * (1.0 + random.random() / 10))
+                if wkey[0] == "vm":
+                    same[wkey] = (args[0], args[1])
             else:
                 settled.pop(wkey, None)
+                same.pop(wkey, None)
         if len(self._attempted) > 2 * (len(world.vms) + len(world.vmis)) + 1000:
             live = {("vm", k) for k in world.vms} | {("vmi", k) for k in world.vmis}
             for stale in [k for k in self._attempted if k not in live]:
                 self._attempted.pop(stale, None)
                 settled.pop(stale, None)
+                same.pop(stale, None)
 
     def _vm_fingerprint(self, vm: Obj, vmi: Obj | None) -> tuple[Any, ...] | None:
         if deleting(vm) or (vm.get("spec") or {}).get("dataVolumeTemplates") or \
@@ -431,14 +460,27 @@ class KubeVirtSim:
         if guest is None:
             return None
         node = str(status(vmi).get("nodeName") or guest.node or "")
-        pods = tuple(sorted(_rv(p) for p in self.world.pods.get(uid_of(vmi), [])))
+        booted = guest.boot_at is None or self.now() >= guest.boot_at
+        return (self._vmi_api_inputs(vmi, guest.uid), guest.alive, guest.lost, guest.boots,
+                guest.node, guest.pod, booted, self.machine_running(node),
+                self.machine_connected(node))
+
+    def _vmi_api_inputs(self, vmi: Obj, uid: str) -> tuple[Any, ...]:
+        """The API objects' part of a VMI's fingerprint, reused while the VMI, its pods and the
+        PVCs are the very same objects (the informers replace an object on every change)."""
+        pods_list = self.world.pods.get(uid)
+        memo = self._vmi_memo.get(uid)
+        if memo is not None and memo[0] is vmi and memo[1] is pods_list \
+                and memo[2] is self.world.pvcs:
+            return memo[3]
+        pods = tuple(sorted(_rv(p) for p in pods_list or ()))
         claims = tuple(
             _rv(self.world.pvcs.get((ns_of(vmi), claim)))
             for _, claim in d.claim_names(vmi.get("spec") or {})
         )
-        booted = guest.boot_at is None or self.now() >= guest.boot_at
-        return (_rv(vmi), pods, claims, guest.alive, guest.lost, guest.boots, guest.node,
-                guest.pod, booted, self.machine_running(node), self.machine_connected(node))
+        part = (_rv(vmi), pods, claims)
+        self._vmi_memo[uid] = (vmi, pods_list, self.world.pvcs, part)
+        return part
 
     async def _guard(self, fn: Callable[..., Any], *args: Any) -> None:
         try:

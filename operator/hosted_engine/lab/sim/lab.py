@@ -181,6 +181,13 @@ class LocalApi:
 # -- informers and the cluster view -------------------------------------------------------------
 
 
+class InformerItems(list[Obj]):
+    """What :meth:`Informer.items` returns: the objects, plus ``by_key`` ((namespace, name) ->
+    object) taken at the same moment, so that consumers need not index them again."""
+
+    by_key: dict[tuple[str, str], Obj]
+
+
 class Informer:
     """A watch-fed cache of one resource (list, then watch; relist after 410 or a cut)."""
 
@@ -191,7 +198,7 @@ class Informer:
         self.objects: dict[tuple[str, str], Obj] = {}
         self.synced = asyncio.Event()
         self.changed = 0
-        self._items: list[Obj] | None = None
+        self._items: InformerItems | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -207,11 +214,13 @@ class Informer:
             await _cancel(self._task)
             self._task = None
 
-    def items(self) -> list[Obj]:
+    def items(self) -> InformerItems:
         """Every cached object. The same list object is returned until something changes
         (callers may compare it by identity to skip work; never mutate it)."""
         if self._items is None:
-            self._items = list(self.objects.values())
+            items = InformerItems(self.objects.values())
+            items.by_key = dict(self.objects)
+            self._items = items
         return self._items
 
     def get(self, name: str, namespace: str = "") -> Obj | None:
