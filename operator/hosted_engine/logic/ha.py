@@ -84,7 +84,8 @@ EngineUp: running and healthy.
     engine failed over while the machine was not looking (an operator restart): count the
     failover (Event EngineFailedOver, ``last_failover``) and release that host's fence. Local
     maintenance of its host -> LocalMaintenance. Health BAD -> EngineUpBadHealth. Another host
-    leads by ``move_hysteresis`` (800) or more -> move (below). Healthy for ``stable_period``
+    leads by ``move_hysteresis`` (800) or more -> move (below; never away from a host that is
+    not Ready: it is lost and fenced, or back, first). Healthy for ``stable_period``
     -> attempts reset. Releases (ClearFenceRequest) the fence request of the host it failed
     over from.
 EngineUpBadHealth: running, health BAD since ``since``.
@@ -1098,6 +1099,10 @@ def _record_missed_failover(r: _Run, old: str) -> None:
 
 def _maybe_move_for_score(r: _Run) -> bool:
     if r.node is None:
+        return False
+    if not r.ready(r.node):
+        # its host just went silent: a move needs it (live migration, graceful stop); wait
+        # until it is lost (then fenced: a failover, not a move) or Ready again
         return False
     target = move_target(r.scores, r.node, r.s.move_hysteresis)
     if target is None:

@@ -101,6 +101,8 @@ def run_scenario(cluster: Cluster, lab_cluster: LabCluster, ops: list[OperatorPr
     assert status["host"] != first and vmi_node(cluster) == status["host"], detail
     assert status["failovers"] == 1, (detail, status.get("lastFailover"), rule.writes)
     assert status["ha"]["attempts"] == 0, detail
-    assert field(cluster.get(HOSTS, first), "status.fencing.phase") == "Confirmed", detail
+    lost = cluster.get(HOSTS, first)
+    assert field(lost, "status.state") == "Fenced" or \
+        field(lost, "status.fencing.phase") == "Confirmed", (detail, field(lost, "status"))
     assert offs_before_restart <= 1 and offs - offs_before_restart <= 1, detail
     assert len(creates) == 1, detail

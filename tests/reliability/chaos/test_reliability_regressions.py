@@ -109,3 +109,32 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
+
+
+# 3. A node power loss was sometimes handled as a move, not a failover: its Node went NotReady
+#    (score 0) before its Lease silence made it lost, so EngineUp moved the engine "for the
+#    score" (a live migration of a VMI on a dead node: 422, then a crash-like end). The loss
+#    was then counted as an engine failure and no failover was recorded (failovers 0): seen in
+#    the failover kill points and in test_node_power_loss_fences_the_host_and_fails_over.
+
+
+def test_no_move_away_from_a_host_that_just_went_not_ready() -> None:
+    silent = ha.HostObservation(name="h1", ready=False, free_memory=8 * GiB,
+                                last_heartbeat=NOW - timedelta(seconds=1))
+    obs = ha.Observation(
+        vm=ha.EngineVm(exists=True, desired_running=True, phase=ha.VmiPhase.RUNNING,
+                       node="h1", since=NOW - timedelta(minutes=5), live_migratable=True),
+        probes=(ha.Probe(NOW - timedelta(seconds=1), ha.ProbeResult.OK),),
+        hosts=(silent, host("h2"), host("h3")),
+        engine_memory=GiB,
+    )
+    decision = ha.step(ha.Settings(), up_on_h1(), obs, NOW)
+    assert decision.state is ha.State.ENGINE_UP
+    assert not [a for a in decision.actions
+                if isinstance(a, ha.MigrateEngine | ha.StopEngine | ha.PowerOffEngine)]
+    # once silent past host_silence it is a host loss: fence first, then fail over
+    later = NOW + ha.Settings().host_silence + timedelta(seconds=5)
+    decision = ha.step(ha.Settings(), decision.memory, obs, later)
+    assert decision.state in (ha.State.HOST_LOST, ha.State.FENCING)
+    assert ha.RequestFence in {type(a) for a in decision.actions}
+    assert decision.memory.failover is not None
