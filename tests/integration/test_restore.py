@@ -3,6 +3,7 @@ gives a new, working engine (same FQDN) and reports the hosts it no longer finds
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -237,6 +238,36 @@ def test_restore_from_a_directory_uploads_the_disk_through_cdi_upload_proxy(
     new = cluster.get(HOSTEDENGINES, "engine-dir", NS)
     assert new is not None
     assert new["spec"]["vm"]["image"]["pvc"] == {"claimName": "engine-dir-restored-disk"}
+
+
+def test_an_import_cdi_keeps_restarting_fails_the_restore_with_its_message(
+        cluster: Cluster, s3: S3) -> None:
+    run = backed_up(cluster, s3)
+    # a consistent copy of the run whose engine records a 1Mi disk (the real one is 3 MiB)
+    src, dst = f"lab/{NS}/{ENGINE}/{run['id']}", f"lab/{NS}/{ENGINE}/small"
+    manifest = json.loads(s3.get(f"{src}/manifest.json"))
+    for entry in manifest["objects"]:
+        data = s3.get(f"{src}/{entry['name']}")
+        if entry["name"] == "hostedengine.yaml":
+            data = data.replace(b"size: 20Gi", b"size: 1Mi")
+            assert b"size: 1Mi" in data
+            entry["size"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        s3.put(f"{dst}/{entry['name']}", data)
+    s3.put(f"{dst}/manifest.json", json.dumps(manifest).encode())
+    cluster.apply_yaml(ROOT / "examples" / "lab" / "storagedomain-data.yaml")
+    cluster.wait_field(STORAGEDOMAINS, "data", "status.state", "Active", timeout=30)
+    cluster.create(RESTORES, restore_body(
+        "too-small", "engine-small", storageDomain="data",
+        source={"location": {"target": s3_target(s3), "run": f"{NS}/{ENGINE}/small"}}))
+    st = finished(cluster, "too-small", timeout=90)
+    assert st["phase"] == "Failed", st
+    assert st["objectsVerified"] == 3  # verified first: the import is what fails
+    assert "import of the disk failed 3 times" in st["message"]
+    assert "larger than the reported available storage" in st["message"]
+    dv = cluster.get(DATAVOLUMES, "engine-small-restored-disk", NS)
+    assert dv is not None and dv["status"]["restartCount"] >= 3
+    assert dv["status"]["phase"] == "ImportInProgress"  # CDI itself never gives up
+    assert cluster.get(HOSTEDENGINES, "engine-small", NS) is None
 
 
 def test_restore_refuses_a_backup_without_a_good_run(cluster: Cluster) -> None:
