@@ -47,6 +47,7 @@ EXPORTS = Resource("export.kubevirt.io", "v1beta1", "virtualmachineexports", Tru
 VMS = Resource("kubevirt.io", "v1", "virtualmachines", True)
 JOBS = Resource("batch", "v1", "jobs", True)
 CONFIGMAPS = Resource("", "v1", "configmaps", True)
+DATAVOLUMES = Resource("cdi.kubevirt.io", "v1beta1", "datavolumes", True)
 RESTORES = hostedengine_resource("restores", namespaced=True)
 ENGINE = "engine"
 DISK_CLAIM = "engine-disk"
@@ -443,49 +444,6 @@ def test_run_now_annotation_runs_once_per_id(cluster: Cluster, tmp_path: Path) -
     assert st["lastRunNowID"] == "second" and st["phase"] == "Scheduled"
 
 
-def test_one_chosen_run_is_deleted_unless_it_is_the_only_good_one(
-        cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from hosted_engine.cli.main import main
-
-    engine_ready(cluster)
-    folder = tmp_path / NS / ENGINE
-    cluster.create(BACKUPS, backup_body("pick", {"filesystem": {"path": str(tmp_path)}}))
-    (tmp_path / "not-a-directory").write_text("")  # every run of "broken" fails
-    cluster.create(BACKUPS, backup_body(
-        "broken", {"filesystem": {"path": str(tmp_path / "not-a-directory")}}))
-    wait_runs(cluster, "pick", lambda runs: len(succeeded(runs)) == 1, "the first run")
-    cluster.patch(BACKUPS, "pick", {"metadata": {"annotations": {
-        "hostedengine.io/run-now": "again"}}}, NS)
-    st = wait_runs(cluster, "pick", lambda runs: len(succeeded(runs)) == 2, "the second run")
-    newest, oldest = (r["id"] for r in st["runs"])
-    assert sorted(p.name for p in folder.iterdir()) == sorted([newest, oldest])
-    failed = wait_runs(cluster, "broken", lambda runs: bool(runs), "the failed run")["runs"][0]
-    assert failed["phase"] == "Failed"
-
-    # a failed run can always be deleted
-    cluster.patch(BACKUPS, "broken", {"metadata": {"annotations": {
-        "hostedengine.io/delete-run": failed["id"]}}}, NS)
-    st = wait_runs(cluster, "broken", lambda runs: runs[0]["phase"] == "Deleted", "deleted")
-    assert st["lastDeleteRun"] == failed["id"]
-    # a good one while another good one is left (through the CLI): its folder is gone and the
-    # last successful run moves to the one left
-    kc = ["--kubeconfig", str(cluster.kubeconfig), "-n", NS]
-    assert main(["backup", "delete-run", "pick", newest, *kc]) == 0
-    assert f"run {newest} deleted" in capsys.readouterr().out
-    st = status(cluster, "pick")
-    assert [(r["id"], r["phase"]) for r in st["runs"]] == [
-        (newest, "Deleted"), (oldest, "Succeeded")]
-    assert st["lastSuccessfulRun"] == oldest
-    assert [p.name for p in folder.iterdir()] == [oldest]
-    # the only good run left is never deleted: refused, with a Warning Event
-    assert main(["backup", "delete-run", "pick", oldest, *kc]) == 1
-    assert "was not deleted (Succeeded)" in capsys.readouterr().err
-    assert wait_for("the refusal Event", lambda: "DeleteRunRefused" in cluster.event_reasons(
-        "pick", NS), timeout=30)
-    assert [p.name for p in folder.iterdir()] == [oldest]
-    assert succeeded(status(cluster, "pick")["runs"])[0]["id"] == oldest
-
-
 APP_BYTES = 1024 * 1024 + 77
 
 
@@ -513,46 +471,94 @@ def app_vm(cluster: Cluster, name: str, labels: dict[str, str]) -> str:
     return disk_sha256(f"{NS}/{claim}", APP_BYTES)
 
 
-def test_vm_selector_backs_up_the_selected_vms_and_a_restore_lists_them(
-        cluster: Cluster, tmp_path: Path) -> None:
+def test_directory_target_selected_vms_deleting_runs_and_restoring_through_cdi_upload(
+        cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One engine for four behaviours (CI time): vmSelector, delete-run (failed, good, refused
+    for the only good run, through the annotation and the CLI) and a restore of a directory run
+    through CDI's upload proxy that gives the backed-up bytes back."""
+    from hosted_engine.cli.main import main
+
     engine_sha = engine_ready(cluster)
     app_sha = app_vm(cluster, "app", {"tier": "backend"})
     app_vm(cluster, "scratch", {"tier": "test"})
+    folder = tmp_path / NS / ENGINE
     cluster.create(BACKUPS, backup_body(
-        "with-vms", {"filesystem": {"path": str(tmp_path)}},
+        "pick", {"filesystem": {"path": str(tmp_path)}},
         source={"hostedEngine": ENGINE, "vmSelector": {"matchLabels": {"tier": "backend"}}}))
-    st = wait_runs(cluster, "with-vms", lambda runs: bool(runs), "the run")
-    run = st["runs"][0]
-    assert run["phase"] == "Succeeded", run
-    assert run["virtualMachines"] == ["app"]
-    folder = tmp_path / NS / ENGINE / run["id"]
-    manifest = json.loads((folder / "manifest.json").read_bytes())
+    (tmp_path / "not-a-directory").write_text("")  # every run of "broken" fails
+    cluster.create(BACKUPS, backup_body(
+        "broken", {"filesystem": {"path": str(tmp_path / "not-a-directory")}}))
+    st = wait_runs(cluster, "pick", lambda runs: len(succeeded(runs)) == 1, "the first run")
+    oldest = st["runs"][0]
+    assert oldest["virtualMachines"] == ["app"]
+    manifest = json.loads((folder / oldest["id"] / "manifest.json").read_bytes())
     assert manifest["source"]["virtualMachines"] == ["app"]
     objects = {o["name"]: o for o in manifest["objects"]}
     assert set(objects) == {"disk.img.gz", "virtualmachine.yaml", "hostedengine.yaml",
                             "vm-app-disk.img.gz", "vm-app.yaml"}
     for name, entry in objects.items():
-        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
-    app_disk = gzip.decompress((folder / "vm-app-disk.img.gz").read_bytes())
+        data = (folder / oldest["id"] / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
+    app_disk = gzip.decompress((folder / oldest["id"] / "vm-app-disk.img.gz").read_bytes())
     assert len(app_disk) == APP_BYTES and hashlib.sha256(app_disk).hexdigest() == app_sha
     assert objects["disk.img.gz"]["rawSha256"] == engine_sha
-    assert b"tier: backend" in (folder / "vm-app.yaml").read_bytes()
-    wait_for("no snapshot or export left", lambda: no_children(cluster), timeout=30)
+    assert b"tier: backend" in (folder / oldest["id"] / "vm-app.yaml").read_bytes()
 
+    # deleting runs: a failed run always goes (annotation)
+    failed = wait_runs(cluster, "broken", lambda runs: bool(runs), "the failed run")["runs"][0]
+    assert failed["phase"] == "Failed"
+    cluster.patch(BACKUPS, "broken", {"metadata": {"annotations": {
+        "hostedengine.io/delete-run": failed["id"]}}}, NS)
+    st = wait_runs(cluster, "broken", lambda runs: runs[0]["phase"] == "Deleted", "deleted")
+    assert st["lastDeleteRun"] == failed["id"]
+    # a good one while another good one is left (CLI): its folder goes, the last successful run
+    # moves to the one left
+    cluster.patch(BACKUPS, "pick", {"metadata": {"annotations": {
+        "hostedengine.io/run-now": "again"}}}, NS)
+    st = wait_runs(cluster, "pick", lambda runs: len(succeeded(runs)) == 2, "the second run")
+    newest = st["runs"][0]["id"]
+    kc = ["--kubeconfig", str(cluster.kubeconfig), "-n", NS]
+    assert main(["backup", "delete-run", "pick", newest, *kc]) == 0
+    assert f"run {newest} deleted" in capsys.readouterr().out
+    st = status(cluster, "pick")
+    assert [(r["id"], r["phase"]) for r in st["runs"]] == [
+        (newest, "Deleted"), (oldest["id"], "Succeeded")]
+    assert st["lastSuccessfulRun"] == oldest["id"]
+    assert [p.name for p in folder.iterdir()] == [oldest["id"]]
+    # the only good run left is never deleted: refused, with a Warning Event
+    assert main(["backup", "delete-run", "pick", oldest["id"], *kc]) == 1
+    assert "was not deleted (Succeeded)" in capsys.readouterr().err
+    assert wait_for("the refusal Event", lambda: "DeleteRunRefused" in cluster.event_reasons(
+        "pick", NS), timeout=30)
+    assert [p.name for p in folder.iterdir()] == [oldest["id"]]
+
+    # restore the run left: CDI cannot read the directory, so the operator uploads the disk
     cluster.create(RESTORES, {
         "apiVersion": "hostedengine.io/v1alpha1", "kind": "Restore",
-        "metadata": {"name": "with-vms", "namespace": NS},
-        "spec": {"source": {"backup": {"name": "with-vms"}}, "hostedEngineName": "engine-b",
+        "metadata": {"name": "from-dir", "namespace": NS},
+        "spec": {"source": {"backup": {"name": "pick"}}, "hostedEngineName": "engine-dir",
                  "storageDomain": "data"}})
 
     def restored() -> dict[str, Any] | None:
-        st = dict((cluster.get(RESTORES, "with-vms", NS) or {}).get("status") or {})
+        st = dict((cluster.get(RESTORES, "from-dir", NS) or {}).get("status") or {})
         return st if st.get("phase") in ("Succeeded", "Failed") else None
 
     rst = wait_for("the restore", restored, timeout=90, describe=lambda: (
-        cluster.get(RESTORES, "with-vms", NS) or {}).get("status"))
+        cluster.get(RESTORES, "from-dir", NS) or {}).get("status"))
     assert rst["phase"] == "Succeeded", rst
-    assert rst["objectsVerified"] == 5 and rst["virtualMachines"] == ["app"]
+    assert rst["run"] == oldest["id"] and rst["objectsVerified"] == 5
+    assert rst["virtualMachines"] == ["app"]
+    dv = cluster.get(DATAVOLUMES, "engine-dir-restored-disk", NS)
+    assert dv is not None
+    assert dv["spec"]["source"] == {"upload": {}} and dv["status"]["phase"] == "Succeeded"
+    pvc = cluster.get(PVCS, "engine-dir-restored-disk", NS)
+    assert pvc is not None
+    notes = pvc["metadata"]["annotations"]
+    assert notes["lab.hostedengine.io/content-sha256"] == engine_sha
+    assert notes["lab.hostedengine.io/content-size"] == str(DISK_BYTES)
+    new = cluster.get(HOSTEDENGINES, "engine-dir", NS)
+    assert new is not None
+    assert new["spec"]["vm"]["image"]["pvc"] == {"claimName": "engine-dir-restored-disk"}
 
 
 @pytest.fixture
