@@ -396,8 +396,10 @@ class RestoreReconciler:
         path = pvc_folder(target.pvc.path, folder)
         done = self.pvc.result(namespace, job)
         if done is None:
-            self.pvc.start(dict(owner), job, target.pvc.claim_name, ["verify", "/target", path],
-                           purpose="restore-verify", read_only=True)
+            if not self.pvc.exists(namespace, job):
+                self.pvc.start(dict(owner), job, target.pvc.claim_name,
+                               ["verify", "/target", path], purpose="restore-verify",
+                               read_only=True)
             return None
         if done.error is not None or done.result is None:
             raise Refused(f"the run cannot be read: {done.error}")
