@@ -142,9 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                                       patch=patch, path=path, expected=expected,
                                       timeout=args.sample_timeout)
                         results.setdefault(label, []).append(row)
-                        if not row.get("ok"):
-                            print(json.dumps({"failed": label, "sample": i, **row}),
-                                  flush=True)
+                        print(json.dumps({"change": label, "sample": i, **row}), flush=True)
                 if (i + 1) % 10 == 0:
                     print(json.dumps({"samples": i + 1, "load_average": load_average(),
                                       "operator_rss_mib": round(op.rss_mib(), 1)}), flush=True)
