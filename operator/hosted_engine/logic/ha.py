@@ -97,8 +97,10 @@ Moving (from EngineUp, EngineUpBadHealth, LocalMaintenance): VMI live-migratable
     else a cold move: StopEngine(graceful) -> EngineStop, and EngineDown starts it on the best
     host.
 EngineMigrating: MigrateEngine(target) issued.
-    VMI on target and no migration running -> EngineUp. Migration failed or
-    ``migration_timeout`` -> Warning MigrationFailed -> EngineUp (which may then cold-move).
+    VMI on target and no migration running -> EngineUp. VMI on a third node and no migration
+    running (someone else, e.g. the Host's drain, moved it) -> follow it, EngineUp. Migration
+    failed or ``migration_timeout`` -> Warning MigrationFailed -> EngineUp (which may then
+    cold-move).
     VMI no longer active -> failure -> EngineUnexpectedlyDown.
 EngineStop: StopEngine(graceful) issued.
     VMI no longer active -> EngineDown. Paused VMI, or ``stop_timeout`` -> PowerOffEngine ->
@@ -1162,6 +1164,11 @@ def _engine_migrating(r: _Run) -> None:
         return
     if r.node == target and not vm.migrating:
         r.goto(State.ENGINE_UP, f"migrated to {target}", host=target, migration_target=None)
+        return
+    if r.node not in (target, r.mem.host) and not vm.migrating:
+        # moved elsewhere by someone else (the Host's drain got there first): follow it
+        r.event(False, "EngineMoved", f"engine VMI now on {r.node} (was {r.mem.host})")
+        r.goto(State.ENGINE_UP, f"moved to {r.node}", host=r.node, migration_target=None)
         return
     if vm.migration_failed or r.elapsed(r.mem.since) >= r.s.migration_timeout:
         why = "migration failed" if vm.migration_failed else "migration timed out"
