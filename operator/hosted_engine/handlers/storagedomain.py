@@ -3,7 +3,8 @@
 - One daemon per domain runs the level-based reconcile
   (:class:`~hosted_engine.adapters.storage.StorageDomainReconciler`) whenever something it
   depends on changes, and the TCP reachability probe every ``spec.probeInterval`` (the only
-  time-based part; a domain with no network endpoint, FC or CSI, has no timer at all). It learns about changes from watches, never by polling: kopf event handlers
+  time-based part; a domain with no network endpoint, FC or CSI, has no timer at all). It
+  learns about changes from watches, never by polling: kopf event handlers
   on StorageDomains (peers' rules), PersistentVolumes of domains, claims, StorageClasses and
   HostedEngines wake the daemons of the domains concerned through :class:`Triggers`.
 - Deletion: the finalizer holds the domain while claims use it (``DeletionBlocked`` lists the
