@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import itertools
 import logging
 import math
 import random
@@ -418,7 +419,13 @@ class KubeVirtSim:
                 continue
             work.append((self._attempted.get(wkey, 0), wkey, fingerprint, self._sync_vmi,
                          (vmi,)))
-        work.sort(key=lambda item: item[0])  # stable: VMs before VMIs among equals
+        # The VM and the VMI controllers have a work queue each and run side by side: take
+        # from both in turn, each longest-waiting first, so that VMIs progress while new VMs
+        # are still being started (a pipeline, not one stage after the other).
+        vm_work = sorted((w for w in work if w[1][0] == "vm"), key=lambda item: item[0])
+        vmi_work = sorted((w for w in work if w[1][0] == "vmi"), key=lambda item: item[0])
+        work = [w for pair in itertools.zip_longest(vm_work, vmi_work) for w in pair
+                if w is not None]
         self._passes += 1
         deadline = asyncio.get_running_loop().time() + self.timings.get(
             "kubevirt_pass_budget", 0.4)
