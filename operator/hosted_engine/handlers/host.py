@@ -169,6 +169,9 @@ HELD_RECHECK_MIN: Final = 0.5
 HELD_RECHECK_MAX: Final = 30.0
 #: Threads that read BMC power states (a slow BMC must not hold the reconciles' threads).
 POWER_POLL_THREADS: Final = 4
+#: How often a Host that is not polled (not deployed for the engine, or no power management)
+#: is checked again for becoming one (seconds): idle operators stay idle at 1,000 Hosts.
+POWER_POLL_RECHECK: Final = 30.0
 #: Threads of the Host reconciles: their own, not asyncio's default executor (6 threads on 2
 #: CPUs), where at 1,000 Hosts they queued every other handler's API calls behind them (the
 #: HostedEngine wrote no status in 12 minutes, bench/operator_scale.py).
@@ -1094,8 +1097,8 @@ async def _poll_power(name: str, reconciler: HostReconciler, triggers: Triggers,
             if changed:
                 triggers.fire(name)
             await asyncio.sleep(max(MIN_WAIT, interval - (loop.time() - started)))
-        else:
-            await asyncio.sleep(interval)
+        else:  # not an engine host (yet): look again now and then, not every interval
+            await asyncio.sleep(max(interval, POWER_POLL_RECHECK))
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, id="host-delete")
