@@ -12,7 +12,8 @@ StorageDomain of examples/lab and a HostedEngine whose spec sets only what the l
 health URL on the VMI's address): health interval 5s, timeout 3s, 3 failures, restart grace
 60s, silence threshold 22s, fencing required -- the defaults.
 
-Scenarios (each run starts from EngineUp and ends with EngineUp, health good):
+Scenarios (each run starts from EngineUp and ends with EngineUp, health good; host faults
+strike after a random 0-10 s pause, so that they fall anywhere in the Lease and poll cycles):
   power      the node running the engine loses power (no BMC command: a dead PSU; its BMC
              answers Off). Phases from status.lastFailover (one clock) and the VMI:
              detection = cut -> HostLost (detectedAt); fence = -> the Host's fence confirmed
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -106,6 +108,9 @@ def host_loss_run(cluster: Cluster, scenario: str, timeout: float) -> dict[str, 
     first = field(obj, "status.host")
     before = field(obj, "status.failovers") or 0
     assert first, "engine not up"
+    # a fault strikes at any moment of the kubelet's 10 s Lease cycle and of the 5 s BMC poll:
+    # without this the runs, all about as long, would hit the same moment every time
+    time.sleep(random.uniform(0.0, 10.0))
     cut = now()
     if scenario == "power":
         lab_call(cluster, lambda lab: lab.faults.fail_node(first))
