@@ -593,10 +593,10 @@ class Sim:
             elif isinstance(action, ha.StopEngine):
                 self.write(rep, "delete vmi", self.graceful_delete)
             elif isinstance(action, ha.PowerOffEngine):
-                vmi = view.vmi
-                if vmi is not None:
-                    self.write(rep, "delete vmi grace 0",
-                               lambda uid=vmi.uid: self.force_delete(uid))
+                # a hard stop: KubeVirt deletes the launcher pod, whose object stays until the
+                # node's kubelet confirms (a partitioned node keeps it Terminating): only the
+                # release of a VMI bound to a fenced node removes the object at once
+                self.write(rep, "delete vmi (hard)", self.graceful_delete)
             elif isinstance(action, ha.RequestFence):
                 annotation = f"{REQUESTER}-{self.t:g}"
                 self.write(rep, f"fence-request {action.host}",
