@@ -3,6 +3,7 @@ Job's pod spec, plus the spec mapping of hook scripts checked before a stage."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -159,3 +160,43 @@ def test_starting_stages_are_the_hooks_a_step_starts_now() -> None:
     ]
     assert rm.starting_stages(state, actions) == {rl.Stage.PRE_FLIGHT, rl.Stage.PRE_MAINTENANCE}
     assert rm.starting_stages(state, actions[:1]) == set()
+
+
+def test_cloudstack_timing_survives_the_status_between_reconciles() -> None:
+    """The first-seen times of CloudStack's polling go through the object's status (the
+    handler reads the state back from it on every reconcile)."""
+    from datetime import timedelta
+
+    from hosted_engine.logic.drain import TargetHost
+
+    t0 = rm.EPOCH + timedelta(days=20000)
+    views = [rl.HostView(name=n, capacity=TargetHost(n, 64 << 30, 16000, 0, 0), group="g",
+                         labels={"g": "g"}) for n in ("h1", "h2")]
+    sp = rl.cloudstack_order(rl.RollingSpec(scope=rl.Scope(host_names=("h1",)),
+                                            hooks={rl.Stage.PRE_FLIGHT: ("x",)}),
+                             ping_interval_s=10, maintenance_poll_s=30)
+    pf = rl.job_name("rm", "h1", rl.Stage.PRE_FLIGHT)
+    ended = {pf: rl.JobView(rl.JobState.SUCCEEDED, 0, "", t0)}
+
+    def obs(at: float, jobs: dict[str, rl.JobView],
+            hosts: list[rl.HostView] = views) -> rl.RollingObservation:
+        return rl.RollingObservation("rm", t0 + timedelta(seconds=at), hosts, jobs, 10)
+
+    def via_status(state: rl.RunState) -> rl.RunState:
+        back = rm.from_status(rm.to_status(state))
+        assert back is not None
+        return back
+
+    state = via_status(rl.step(None, sp, obs(0, {})).state)
+    state = via_status(rl.step(state, sp, obs(3, ended)).state)  # end seen at 3 s
+    state = via_status(rl.step(state, sp, obs(7, ended)).state)
+    assert state.host("h1").stages["PreFlight"].result is None
+    state = via_status(rl.step(state, sp, obs(10.5, ended)).state)  # after its poll at 10 s
+    assert state.host("h1").stages["PreFlight"].result is rl.StageResult.SUCCEEDED
+    assert state.host("h1").phase is rl.HostPhase.ENTERING_MAINTENANCE
+    down = [replace(views[0], state="Maintenance"), views[1]]
+    state = via_status(rl.step(state, sp, obs(12, ended, down)).state)  # seen at 12 s
+    state = via_status(rl.step(state, sp, obs(25, ended, down)).state)
+    assert state.host("h1").phase is rl.HostPhase.ENTERING_MAINTENANCE
+    state = via_status(rl.step(state, sp, obs(41, ended, down)).state)  # after 10.5 + 30 s
+    assert state.host("h1").phase is not rl.HostPhase.ENTERING_MAINTENANCE

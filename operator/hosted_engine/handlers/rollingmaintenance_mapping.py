@@ -363,6 +363,7 @@ def _stage_result(stage: str, rec: rl.StageRecord) -> StageResult:
         finished_at=rec.finished_at,
         log_tail=rec.log_tail[-LOG_TAIL_MAX:] or None,
         message=rec.message or None,
+        end_seen_at=rec.end_seen_at,
     )
 
 
@@ -417,6 +418,7 @@ def to_status(state: rl.RunState) -> RollingMaintenanceStatus:
                         for s in sorted(h.stages, key=order.index)],
                 maintenance_started_at=h.maintenance_requested_at,
                 maintenance_finished_at=h.maintenance_ending_at,
+                maintenance_seen_at=h.maintenance_seen_at,
                 message=h.message or None,
             )
             for h in state.hosts
@@ -442,6 +444,7 @@ def from_status(status: RollingMaintenanceStatus) -> rl.RunState | None:
                 exit_code=sr.exit_code,
                 log_tail=sr.log_tail or "",
                 message=sr.message or "",
+                end_seen_at=sr.end_seen_at,
             )
             for sr in hp.stages
         }
@@ -455,6 +458,7 @@ def from_status(status: RollingMaintenanceStatus) -> rl.RunState | None:
             maintenance_ended=hp.maintenance_finished_at is not None
             or phase in rl.HOST_FINISHED,
             message=hp.message or "",
+            maintenance_seen_at=hp.maintenance_seen_at,
         ))
     paused = status.state is RunStateValue.PAUSED
     if paused:

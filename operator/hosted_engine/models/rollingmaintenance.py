@@ -242,6 +242,9 @@ class StageResult(StatusModel):
     finished_at: datetime | None = None
     log_tail: Annotated[str, Field(max_length=LOG_TAIL_MAX)] | None = None
     message: LongText | None = None
+    end_seen_at: datetime | None = Field(
+        default=None, description="When the run first saw the end (CloudStack's timing only)."
+    )
 
 
 class HostRunState(StrEnum):
@@ -266,6 +269,10 @@ class HostProgress(StatusModel):
     stages: list[StageResult] = Field(default_factory=list, max_length=4)
     maintenance_started_at: datetime | None = None
     maintenance_finished_at: datetime | None = None
+    maintenance_seen_at: datetime | None = Field(
+        default=None, description="When the run first saw the Host in Maintenance (CloudStack's "
+        "timing only)."
+    )
     message: LongText | None = None
 
 
