@@ -22,6 +22,7 @@ import copy
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ from pydantic import SecretStr
 
 from hosted_engine import API_GROUP, API_VERSION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, __version__
 from hosted_engine.clock import get_clock
+
+#: Answers worth retrying an Event for (0: no answer at all).
+TRANSIENT_STATUSES: Final = frozenset({0, 429, 500, 502, 503, 504})
+#: Attempts to post one Event, and the first pause between them (doubling): ~1.5 s in all.
+EVENT_ATTEMPTS: Final = 5
+EVENT_RETRY_BASE: Final = 0.1
 
 #: The User-Agent of the operator's API requests (both its clients), as audit logs show it.
 USER_AGENT: Final = f"{MANAGED_BY_VALUE}/{__version__}"
@@ -512,7 +519,18 @@ class Kube:
             now=get_clock().now(),
             instance=os.environ.get("POD_ID", ""),
         )
-        return self.create(EVENTS, event)
+        # Like client-go's event recorder: a transient failure (429, 5xx, no answer) is retried
+        # a few times, so that an Event is not lost to one busy moment of the API server.
+        for attempt in range(EVENT_ATTEMPTS):
+            try:
+                return self.create(EVENTS, event)
+            except Conflict:  # AlreadyExists: an attempt whose answer was lost got through
+                return event
+            except KubeError as exc:
+                if exc.status not in TRANSIENT_STATUSES or attempt == EVENT_ATTEMPTS - 1:
+                    raise
+                time.sleep(EVENT_RETRY_BASE * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def read_secret(self, namespace: str, name: str, key: str) -> SecretStr:
         """One value of a Secret, decoded. Errors name the Secret and key, never the value."""

@@ -156,15 +156,17 @@ _FAULT_TEXT: dict[int, tuple[str, str]] = {
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: injected fault"),
 }
-#: Verbs that can answer 409 on a real server (writes with a precondition or a conflict).
-_WRITE_VERBS = ("create", "update", "patch", "delete")
+#: Verbs that answer 409 Conflict on a real server (a precondition or a conflict; a create's
+#: 409 is AlreadyExists, which only an existing object causes: not injected).
+_WRITE_VERBS = ("update", "patch", "delete")
 
 
 def random_faults(rate: float, *, user_agent: str | None = None,
                   latency: float = 0.2) -> list[FaultRule]:
     """Rules that disturb ``rate`` of the matching requests (split evenly between 409 on
-    writes, 429 with Retry-After, 500 and slow responses of ``latency`` s) and end watch
-    streams before ``rate`` of their events (dropped connections, resumed by the client).
+    updates, patches and deletes, 429 with Retry-After, 500 and slow responses of ``latency``
+    s) and end watch streams before ``rate`` of their events (dropped connections, resumed
+    by the client).
     Add them with :meth:`Faults.add` after :meth:`Faults.reseed` for a reproducible run, and
     before the client starts watching."""
     share = rate / 4
