@@ -106,6 +106,7 @@ from hosted_engine.adapters.kubevirt import (
     NODE_LEASE_NAMESPACE,
     OUT_OF_SERVICE_TAINT,
     VMI_NODE_LABEL,
+    VMIMS,
     VMIS,
     HostKube,
     lease_renew_time,
@@ -667,6 +668,8 @@ class HostReconciler:
         return fenced
 
     def _migrate(self, body: Mapping[str, Any], start: dr.MigrationStart) -> None:
+        if start.is_engine and self._migration_running(start.vm):
+            return  # another actor's migration of the engine (seen fresh): never a second one
         selector = {ENGINE_HOST_LABEL: "true"} if start.allowed_nodes else None
         created = self.api.create_migration(
             name=start.migration_name, namespace=start.vm.namespace, vmi=start.vm.name,
@@ -674,6 +677,16 @@ class HostReconciler:
         )
         # write-through: the next reconcile must count it even before the watch delivers it
         self.put("vmims", (start.vm.namespace, start.migration_name), created)
+
+    def _migration_running(self, vm: dr.VMRef) -> bool:
+        """Read the VMI's migrations from the API (the cache may not have one created an instant
+        ago by the HostedEngine); an unfinished one is cached so the next plan counts it."""
+        running = False
+        for m in self.kube.list(VMIMS, vm.namespace):
+            if spec_of(m).get("vmiName") == vm.name and not migration_finished(m):
+                self.put("vmims", (vm.namespace, str(meta(m).get("name"))), m)
+                running = True
+        return running
 
     def _fence(self, host: Host, body: Mapping[str, Any], attempt: int, pending: _Pending
                ) -> PowerManagementStatus | None:

@@ -69,6 +69,8 @@ NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
 #: Smallest and largest sleep between two steps (seconds).
 MIN_WAIT: Final = 0.02
 MAX_WAIT: Final = 30.0
+#: Shortest time between two steps started by wake-ups (seconds): a burst of events is one step.
+WAKE_SPACING: Final = 0.05
 #: Probe results kept (the machine needs the newest few).
 PROBES_KEPT: Final = 32
 FINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
@@ -80,9 +82,68 @@ STATUS_REFRESH: Final = timedelta(seconds=10)
 # Indexes (kopf keeps them current from watches) and wake-ups
 
 
-def _wake_all(memo: kopf.Memo) -> None:
-    for event in (memo.get(WAKE_KEY) or {}).values():
+class WakeRegistry:
+    """The wake-up events of the HostedEngine daemons, one registry for the whole operator.
+
+    kopf gives every object its own memo, a *shallow copy* of the operator-wide memo made when
+    the object is first seen (``copy.copy(memobase)`` in kopf's inventory). A registry created
+    by a daemon in its own memo is therefore invisible to the Node, Host, VMI and migration
+    handlers; :func:`create_wake_registry` puts it in the operator-wide memo at startup, before
+    any object is seen, so every per-object memo shares this one instance. Events are
+    ``asyncio.Event``: only set from the operator's loop (the wake handlers are coroutines).
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+
+    def register(self, key: tuple[str, str], event: asyncio.Event) -> None:
+        self._events[key] = event
+
+    def unregister(self, key: tuple[str, str], event: asyncio.Event) -> None:
+        if self._events.get(key) is event:
+            del self._events[key]
+
+    def wake(self, key: tuple[str, str]) -> bool:
+        event = self._events.get(key)
+        if event is None:
+            return False
         event.set()
+        return True
+
+    def wake_all(self) -> int:
+        events = list(self._events.values())
+        for event in events:
+            event.set()
+        return len(events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+def wake_registry(memo: kopf.Memo) -> WakeRegistry:
+    """The operator-wide registry (made in this memo if startup did not run: then only this
+    object's handlers see it, which is logged, never silent)."""
+    registry = memo.get(WAKE_KEY)
+    if isinstance(registry, WakeRegistry):
+        return registry
+    log.error("HostedEngine wake-up registry missing from the operator memo: "
+              "event wake-ups will not reach the daemons (startup handler not run?)")
+    registry = WakeRegistry()
+    memo[WAKE_KEY] = registry
+    return registry
+
+
+@kopf.on.startup(id="hostedengine-wake-registry")
+async def create_wake_registry(memo: kopf.Memo, **_: Any) -> None:
+    """One registry in the operator-wide memo, before any object's memo is copied from it."""
+    if not isinstance(memo.get(WAKE_KEY), WakeRegistry):
+        memo[WAKE_KEY] = WakeRegistry()
+
+
+def _wake_all(memo: kopf.Memo) -> None:
+    registry = memo.get(WAKE_KEY)
+    if isinstance(registry, WakeRegistry):
+        registry.wake_all()
 
 
 @kopf.index("", "v1", "nodes")
@@ -197,15 +258,16 @@ def he_pod_cpu(
     labels={ev.ENGINE_VM_LABEL: kopf.PRESENT},
 )
 @kopf.on.event("kubevirt.io", "v1", "virtualmachineinstancemigrations", id="he-wake-vmims")
-def he_wake(memo: kopf.Memo, **_: Any) -> None:
+async def he_wake(memo: kopf.Memo, **_: Any) -> None:
+    # a coroutine, so it runs in the loop: asyncio.Event.set() is not thread-safe
     _wake_all(memo)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL, id="he-wake-self")
-def he_wake_self(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    event = (memo.get(WAKE_KEY) or {}).get((namespace, name))
-    if event is not None:
-        event.set()
+async def he_wake_self(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    registry = memo.get(WAKE_KEY)
+    if isinstance(registry, WakeRegistry):
+        registry.wake((namespace or "default", name))
 
 
 def _one(index: Any, key: Any) -> Any:
@@ -914,15 +976,17 @@ async def engine_daemon(
 ) -> None:
     namespace = namespace or "default"
     runner = EngineRunner(namespace, name, memo)
-    wakes: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKE_KEY, {})
-    wakes[(namespace, name)] = runner.wake
+    wakes = wake_registry(memo)
+    wakes.register((namespace, name), runner.wake)
     idx = {k: kwargs.get(k) for k in (
         "he_nodes", "he_leases", "he_hosts", "he_vms", "he_vmis", "he_vmims", "he_pods",
         "he_pod_cpu")}
     prober = asyncio.create_task(runner.probe_loop(body, idx), name=f"he-probe-{name}")
     try:
+        loop = asyncio.get_running_loop()
         while not stopped:
             runner.wake.clear()
+            started = loop.time()
             try:
                 wait = await runner.step(body, idx)
             except NotFound:
@@ -935,12 +999,14 @@ async def engine_daemon(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
                     await runner.wake.wait()
+                # woken by an event: let the rest of a burst (a VMI's status writes, a Node and
+                # its Host) arrive, and never step more often than WAKE_SPACING under a storm
+                await asyncio.sleep(max(0.0, WAKE_SPACING - (loop.time() - started)))
     finally:
         prober.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await prober
-        if wakes.get((namespace, name)) is runner.wake:
-            del wakes[(namespace, name)]
+        wakes.unregister((namespace, name), runner.wake)
 
 
 @kopf.on.cleanup(id="hostedengine-notifier-cleanup")

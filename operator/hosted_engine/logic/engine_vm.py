@@ -28,7 +28,7 @@ from hosted_engine.logic import ha
 from hosted_engine.logic.backoff import Backoff
 from hosted_engine.models.base import parse_quantity
 from hosted_engine.models.conditions import Condition, set_condition
-from hosted_engine.models.host import HOSTED_ENGINE_NODE_LABEL
+from hosted_engine.models.host import HOSTED_ENGINE_NODE_LABEL, MAINTENANCE_REQUEST_ANNOTATION
 from hosted_engine.models.hostedengine import (
     BootProtocol,
     GlobalMaintenanceMode,
@@ -527,6 +527,39 @@ def host_local_maintenance(host: Obj) -> bool:
     return mode == "local" or state in ("PreparingForMaintenance", "Maintenance")
 
 
+#: Host states from which its drain never runs (handlers/host.py, logic/host_lifecycle.py).
+_NO_DRAIN_STATES: Final = frozenset({"Maintenance", "NonResponsive", "Fenced"})
+
+
+def drain_moves_engine(host: Obj, vmi_namespace: str, vmi_name: str) -> bool:
+    """Whether the Host's own drain is the actor that live-migrates the engine VMI off this host
+    (logic/drain.py: the engine first): its maintenance is asked for (mode local, a maintenance
+    request annotation) or under way, the Host has not refused it, the drain has not timed out,
+    and it has not given up on the engine (``status.drain.blocked``). While true, the
+    HostedEngine never creates a migration of its own: one actor, never two migrations of one
+    VMI. Before the Host has reacted to a new request it is already true (the drain is coming)."""
+    state = str(_status(host).get("state") or "")
+    annotations = _meta(host).get("annotations") or {}
+    wanted = (
+        (_spec(host).get("maintenance") or {}).get("mode") == "local"
+        or bool(annotations.get(MAINTENANCE_REQUEST_ANNOTATION))
+        or state == "PreparingForMaintenance"
+    )
+    if not wanted or state in _NO_DRAIN_STATES:
+        return False
+    refused = _condition(host, "MaintenanceRefused")
+    if refused is not None and refused.get("status") == "True":
+        return False
+    drain = _status(host).get("drain") or {}
+    if drain.get("timedOut"):
+        return False
+    return not any(
+        b.get("namespace") == vmi_namespace and b.get("name") == vmi_name
+        for b in drain.get("blocked") or []
+        if isinstance(b, Mapping)
+    )
+
+
 @dataclass(frozen=True)
 class World:
     """What the handler has cached from its watches (all plain API objects)."""
@@ -672,6 +705,7 @@ def observe(
                 ready=node is not None and node_ready(node),
                 last_heartbeat=heartbeat,
                 local_maintenance=host_local_maintenance(host),
+                drain_moves_engine=drain_moves_engine(host, namespace, vm_name(he)),
                 network=network,
                 cpu_load=cpu_load(node, world.used_cpu.get(node_name)),
                 free_memory=free,

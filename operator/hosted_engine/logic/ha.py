@@ -128,7 +128,13 @@ Unfenced failover (only with ``fencing_required`` false): Warning UnfencedFailov
     elsewhere. The adapter must then replace the VMI still bound to H; two engines are possible
     if H was only partitioned: that is the risk the user chose.
 LocalMaintenance: the host running the engine is in local maintenance: move the engine first.
-    Local maintenance cleared -> adopt. Another host scores > 0 -> move. None -> stay, the
+    VMI on another host, no migration running (the Host's drain moved it) -> follow it (Event
+    EngineMoved): EngineUp if health is GOOD, else adopt. Local maintenance cleared -> adopt. A
+    migration of the VMI running -> wait for it. Another host scores > 0 -> move, unless the
+    Host's drain moves the engine (``drain_moves_engine``: maintenance asked for and not
+    refused, timed out or blocked for the engine) and the VMI is live-migratable: then wait,
+    exactly one actor migrates the engine (the drain; the machine only cold-moves a VMI that
+    cannot live-migrate, or moves it when the drain gave up or was refused). None -> stay, the
     engine keeps running, Warning LocalMaintenanceBlocked once, Degraded=True. The Host handler
     asks :func:`local_maintenance_verdict` before entering maintenance and refuses with its
     reason.
@@ -360,6 +366,9 @@ class HostObservation:
     ready: bool = True
     last_heartbeat: datetime | None = None
     local_maintenance: bool = False
+    #: The Host's own drain live-migrates the engine off this host (its maintenance is asked for
+    #: and not refused, finished, timed out, nor blocked for the engine): the machine waits.
+    drain_moves_engine: bool = False
     network: float = 1.0
     cpu_load: float = 0.0
     free_memory: int = 0
@@ -1315,7 +1324,17 @@ def _local_maintenance(r: _Run) -> None:
         return
     host = r.node or ""
     if not r.hosts.get(host, _NO_HOST).local_maintenance:
+        if r.mem.host is not None and host != r.mem.host and not r.obs.vm.migrating:
+            # the Host's drain moved it: follow it, a move is not a start
+            r.event(False, "EngineMoved", f"engine VMI now on {host} (was {r.mem.host})")
+            if r.health() is Health.GOOD:
+                r.goto(State.ENGINE_UP, f"moved to {host} ({r.mem.host} in local maintenance)",
+                       host=host)
+                return
         r.adopt(f"local maintenance of {host} ended")
+        return
+    if r.obs.vm.migrating:
+        r.stay(f"engine VMI migrating off {host} (local maintenance)")
         return
     target = best_host(r.scores, exclude=(host,))
     if target is None:
@@ -1326,6 +1345,11 @@ def _local_maintenance(r: _Run) -> None:
             f"{host} is in local maintenance but the engine cannot move: {why}",
         )
         r.stay(f"engine stays on {host}: {why}")
+        return
+    if r.hosts[host].drain_moves_engine and r.obs.vm.live_migratable:
+        # one actor per move: the Host's drain live-migrates the engine first (engine first,
+        # under KubeVirt's limits); two migrations of one VMI would race
+        r.stay(f"waiting for the drain of {host} to live-migrate the engine")
         return
     r.move(target, f"{host} is in local maintenance")
 
