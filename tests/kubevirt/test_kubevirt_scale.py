@@ -7,7 +7,7 @@ from __future__ import annotations
 from hosted_engine.lab.kubevirt import scale
 from hosted_engine.lab.kubevirt.resources import VMIS, VMS
 from hosted_engine.lab.sim.api import PODS, name_of
-from kvlab import NS, LabFactory
+from kvlab import NS, LabFactory, fast_timings
 
 
 async def test_bulk_vms_all_run_under_a_tiny_pass_budget(make_kvlab: LabFactory) -> None:
@@ -47,3 +47,15 @@ async def test_settled_vms_cost_no_writes_and_changes_are_seen(make_kvlab: LabFa
     await kv.wait_printable("vm-3", "Stopped", timeout=10)
     assert await kv.vmi("vm-3") is None
     assert scale.vms_running(lab, NS) == 4
+
+
+async def test_start_scale_lab_returns_a_lab_with_every_vm_running() -> None:
+    lab = await scale.start_scale_lab(
+        hosts=2, vms=4, namespace="scale", timings=fast_timings(), gc_tuning=False, timeout=30)
+    try:
+        assert lab.started and scale.vms_running(lab, "scale") == 4
+        assert sorted(name_of(v) for v in lab.informer(VMS).items()) == [
+            "vm-0", "vm-1", "vm-2", "vm-3"]
+    finally:
+        await lab.stop()
+    assert not lab.started

@@ -149,17 +149,20 @@ async def start_scale_lab(
     timings: LabTimings | None = None,
     timeout: float = 1800.0,
     progress: Callable[[str, int, float], None] | None = None,
+    gc_tuning: bool = True,
     **lab_options: Any,
 ) -> Lab:
     """Start a :class:`~hosted_engine.lab.sim.lab.Lab` with ``hosts`` nodes (real timings unless
     ``timings``; no BMCs and plain HTTP unless ``lab_options`` say otherwise), create ``vms``
     VMs in ``namespace`` and wait until all run. The caller stops the lab
     (``await lab.stop()``); it is stopped here if the VMs do not all start in ``timeout``.
-    ``progress(stage, count, seconds)``: stage "created" or "running"."""
+    ``progress(stage, count, seconds)``: stage "created" or "running". ``gc_tuning``: call
+    :func:`tune_gc` first (process-wide; say False inside a test suite)."""
     from hosted_engine.lab.sim.lab import Lab
     from hosted_engine.lab.sim.timings import LabTimings
 
-    tune_gc()
+    if gc_tuning:
+        tune_gc()
     lab_options.setdefault("bmc", False)
     lab_options.setdefault("tls_enabled", False)
     lab = Lab(hosts=hosts, timings=timings or LabTimings(), plugins=True, **lab_options)
