@@ -2,7 +2,7 @@
 is created (N from a seed: the snapshot, the export, the status writes of the run), restarted,
 and the run must finish once: one run Succeeded, one run directory whose objects verify against
 the engine disk's checksum, no orphan snapshot or export, one VirtualMachineSnapshot name ever
-created, one BackupStarted Event.
+created, the run's bookkeeping cleared.
 
 CI runs 1 seed; HE_LONG_TESTS=1 runs 6.
 """
@@ -87,7 +87,8 @@ def test_killed_mid_backup_the_restarted_operator_finishes_the_run_once(
         unregister()
         assert len(snapshots) == 1, detail
         assert not status(cluster, "killed").get("currentRun"), detail
-        assert cluster.event_reasons("killed", NS).count("BackupStarted") == 1, detail
+        # (Events are best effort: one queued by the killed process may be lost, and the
+        # restarted one may announce the resumed run again; the work above is what counts)
     finally:
         for op in ops:
             op.stop()
