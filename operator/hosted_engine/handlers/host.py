@@ -329,11 +329,13 @@ class HostReconciler:
         with self._world_lock:
             return list(self.world.hosts)
 
-    def observe_lease(self, lease: Mapping[str, Any], received: datetime
-                      ) -> tuple[str | None, bool]:
+    def observe_lease(self, lease: Mapping[str, Any], received: datetime, *,
+                      listed: bool = False) -> tuple[str | None, bool]:
         """Record a node's Lease renewal and clock skew: (the Host to wake when its reported
         state must change, whether the node is heard from again after a silence -- the storm
-        guard of the other Hosts changes then)."""
+        guard of the other Hosts changes then). ``listed``: the Lease comes from the watch's
+        initial listing, its renewal up to a period old: no skew sample (at every operator
+        start each Host showed ClockSkewed=True for one period, 7 s "behind")."""
         renew = lease_renew_time(lease)
         node = str(meta(lease).get("name") or "")
         if renew is None or not node:
@@ -348,9 +350,10 @@ class HostReconciler:
         came_back = previous is not None and not lc.lease_fresh(
             lc.NodeObservation(lease_renewed_at=previous[0], lease_duration_s=previous[1]),
             rules, received)
-        self.skew[node] = filtered_skew(self.skew.get(node), skew_seconds(renew, received),
-                                        received)
-        skew = self.skew[node][0]
+        if not listed:
+            self.skew[node] = filtered_skew(self.skew.get(node),
+                                            skew_seconds(renew, received), received)
+        measured = self.skew.get(node)
         host = self.host_for_node(node)
         if host is None:
             return None, came_back
@@ -361,7 +364,8 @@ class HostReconciler:
         watching = came_back or state in (HostState.NON_RESPONSIVE.value,
                                           HostState.FENCED.value) or bool(
             (meta(body).get("annotations") or {}).get(FENCE_REQUEST_ANNOTATION))
-        if watching or written is None or _skew_changed(float(written), skew):
+        if watching or (measured is not None and (
+                written is None or _skew_changed(float(written), measured[0]))):
             return host, came_back
         return None, came_back
 
@@ -1229,7 +1233,8 @@ async def lease_event(namespace: str | None, body: kopf.Body, type: str | None,
                       memo: kopf.Memo, **_: Any) -> None:
     if namespace != NODE_LEASE_NAMESPACE or _deleted(type):
         return
-    host, came_back = reconciler_of(memo).observe_lease(body, get_clock().now())
+    host, came_back = reconciler_of(memo).observe_lease(body, get_clock().now(),
+                                                        listed=type is None)
     triggers = triggers_of(memo)
     triggers.fire(host)
     if came_back:

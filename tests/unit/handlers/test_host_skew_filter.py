@@ -54,3 +54,22 @@ def test_late_renewals_wake_the_host_for_a_status_write_only_once() -> None:
             body["status"]["clockSkew"] = {"seconds": round(reconciler.skew["node-1"][0], 2)}
     assert woken == ["node-1", None, None, None, None, None]
     assert reconciler.skew["node-1"][0] == -0.05
+
+
+def test_a_listed_lease_gives_no_skew_sample() -> None:
+    """At start the watch lists every Lease as it was last renewed (up to 10 s ago): not a
+    skew sample, or every Host would report its node behind by that much."""
+    reconciler = handler.HostReconciler.__new__(handler.HostReconciler)
+    reconciler.settings = hm.HostSettings()
+    body = {"metadata": {"name": "node-1"}, "spec": {"nodeName": "node-1"},
+            "status": {"state": "Up", "clockSkew": {"seconds": 0.0}}}
+    reconciler.world = hm.World(hosts={"node-1": body})
+    reconciler._world_lock = threading.Lock()
+    reconciler.skew = {}
+    listed_at = T0 + timedelta(seconds=7)
+    host, _ = reconciler.observe_lease(_lease("node-1", T0), listed_at, listed=True)
+    assert host is None and "node-1" not in reconciler.skew
+    assert reconciler.world.leases["node-1"][0] == T0  # the renewal itself is recorded
+    host, _ = reconciler.observe_lease(_lease("node-1", T0 + timedelta(seconds=10)),
+                                       T0 + timedelta(seconds=10.05))
+    assert host is None and reconciler.skew["node-1"][0] == -0.05
