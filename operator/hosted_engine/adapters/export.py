@@ -36,6 +36,7 @@ import yaml
 from hosted_engine import MANAGED_BY_LABEL, MANAGED_BY_VALUE, __version__
 from hosted_engine.adapters.kube import (
     SECRETS,
+    TRANSIENT_STATUSES,
     Body,
     Kube,
     KubeError,
@@ -378,6 +379,8 @@ def upload_run(api: BackupKube, store: ObjectStore, backup: Mapping[str, Any], *
     except RunGone as exc:
         return lb.UploadResult(ok=False, error=str(exc))
     except (StoreError, KubeError) as exc:
+        if isinstance(exc, KubeError) and exc.status in TRANSIENT_STATUSES:
+            raise  # a busy API server (429, 5xx): the step is tried again, the run goes on
         return lb.UploadResult(ok=False, error=str(exc))
     total = sum(o.size for o in objects) + len(manifest)
     return lb.UploadResult(ok=True, size_bytes=total, manifest_sha256=lb.sha256_hex(manifest),

@@ -39,7 +39,8 @@ from hosted_engine.clock import get_clock
 
 #: Answers worth retrying an Event for (0: no answer at all).
 TRANSIENT_STATUSES: Final = frozenset({0, 429, 500, 502, 503, 504})
-#: Attempts to post one Event, and the first pause between them (doubling): ~1.5 s in all.
+#: Attempts to post one Event (or read a Secret), and the first pause between them
+#: (doubling): ~1.5 s in all.
 EVENT_ATTEMPTS: Final = 5
 EVENT_RETRY_BASE: Final = 0.1
 
@@ -533,8 +534,16 @@ class Kube:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read_secret(self, namespace: str, name: str, key: str) -> SecretStr:
-        """One value of a Secret, decoded. Errors name the Secret and key, never the value."""
-        secret = self.get(SECRETS, name, namespace)
+        """One value of a Secret, decoded. Errors name the Secret and key, never the value.
+        A transient failure (429, 5xx) is retried a few times, as for Events."""
+        for attempt in range(EVENT_ATTEMPTS):
+            try:
+                secret = self.get(SECRETS, name, namespace)
+                break
+            except KubeError as exc:
+                if exc.status not in TRANSIENT_STATUSES or attempt == EVENT_ATTEMPTS - 1:
+                    raise
+                time.sleep(EVENT_RETRY_BASE * 2**attempt)
         data = secret.get("data") or {}
         if key in data:
             try:

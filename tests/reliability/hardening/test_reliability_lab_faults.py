@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hosted_engine.adapters.kube import Resource
 from hosted_engine.lab.apiserver import ApiRequest, ApiResponse, LabApiServer
 from hosted_engine.lab.apiserver.admission import (
@@ -137,5 +138,23 @@ def test_an_event_survives_transient_api_errors(lab: Any) -> None:
                   if e.get("reason") == "SomethingHappened"]
         assert len(events) == 1 and events[0]["message"] == "once"
         assert [r.fired for r in lab.server.faults.rules] == [1, 1]
+    finally:
+        kube.close()
+
+
+def test_a_secret_read_survives_transient_api_errors(lab: Any) -> None:
+    """Regression: one 500 reading the BMC credentials left a Host's power management
+    CredentialsUnavailable (found under 5 % API faults); transient errors are retried."""
+    from hosted_engine.adapters.kube import SECRETS, Kube, NotFound
+
+    kube = Kube(lab.api_client())
+    try:
+        kube.create(SECRETS, {"metadata": {"name": "bmc", "namespace": "default"},
+                              "stringData": {"password": "pw"}})
+        lab.server.add_fault(FaultRule(verb="get", resource="secrets", status=500, count=2))
+        assert kube.read_secret("default", "bmc", "password").get_secret_value() == "pw"
+        assert lab.server.faults.rules[0].fired == 2
+        with pytest.raises(NotFound):  # not transient: at once
+            kube.read_secret("default", "missing", "password")
     finally:
         kube.close()
