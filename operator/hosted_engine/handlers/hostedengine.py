@@ -15,7 +15,10 @@ How it runs
 Interfaces
     * Placement: the VM template's node affinity (docs/decisions/0003); a move is a
       VirtualMachineInstanceMigration with ``addedNodeSelector`` on the target's hostname, never
-      created while another migration of the engine runs (the Host's drain moves it first).
+      created while another migration of the engine runs. On local maintenance the Host's drain
+      migrates the engine and the machine waits (``ev.drain_moves_engine``): one actor.
+    * Wake-ups: :class:`WakeRegistry` in the operator-wide kopf memo (made at startup; every
+      object's memo is a shallow copy of it), set by the Node/Host/VM/VMI/migration events.
     * Fencing: ``hostedengine.io/fence-request: hostedengine.<ns>.<name>/<id>`` on the Host;
       the result is read back from the Host's ``status.fencing`` (see handlers/host.py).
     * A manual reset out of Degraded: raise ``spec.resetSeq``.
@@ -69,8 +72,10 @@ NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
 #: Smallest and largest sleep between two steps (seconds).
 MIN_WAIT: Final = 0.02
 MAX_WAIT: Final = 30.0
-#: Shortest time between two steps started by wake-ups (seconds): a burst of events is one step.
-WAKE_SPACING: Final = 0.05
+#: Shortest time between the starts of two steps when woken by events (seconds): an event after
+#: a quiet spell is handled at once, the rest of a burst (a storm of Node/Host status writes at
+#: scale) waits and is handled by one step; at most 5 event-driven steps a second.
+WAKE_SPACING: Final = 0.2
 #: Probe results kept (the machine needs the newest few).
 PROBES_KEPT: Final = 32
 FINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
@@ -999,8 +1004,8 @@ async def engine_daemon(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel (3.11)
                     await runner.wake.wait()
-                # woken by an event: let the rest of a burst (a VMI's status writes, a Node and
-                # its Host) arrive, and never step more often than WAKE_SPACING under a storm
+                # woken by an event: never step more often than WAKE_SPACING (a burst of
+                # events, e.g. a VMI's status writes or a Node and its Host, is one step)
                 await asyncio.sleep(max(0.0, WAKE_SPACING - (loop.time() - started)))
     finally:
         prober.cancel()

@@ -1190,6 +1190,9 @@ def _engine_migrating(r: _Run) -> None:
             migration_failed_at=r.now,
         )
         return
+    if r.node == target:  # arrived; another migration of the VMI is still listed as running
+        r.stay(f"on {target}; waiting for another migration of the engine VMI to finish")
+        return
     r.stay(f"live-migrating {r.node} -> {target}")
 
 
