@@ -1330,10 +1330,12 @@ def _local_maintenance(r: _Run) -> None:
         if r.mem.host is not None and host != r.mem.host and not r.obs.vm.migrating:
             # the Host's drain moved it: follow it, a move is not a start
             r.event(False, "EngineMoved", f"engine VMI now on {host} (was {r.mem.host})")
+            why = f"moved to {host} ({r.mem.host} in local maintenance)"
             if r.health() is Health.GOOD:
-                r.goto(State.ENGINE_UP, f"moved to {host} ({r.mem.host} in local maintenance)",
-                       host=host)
-                return
+                r.goto(State.ENGINE_UP, why, host=host)
+            else:
+                r.adopt(why)
+            return
         r.adopt(f"local maintenance of {host} ended")
         return
     if r.obs.vm.migrating:

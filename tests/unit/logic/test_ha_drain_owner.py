@@ -18,6 +18,7 @@ from hosted_engine.logic.ha import (
     HostObservation,
     Memory,
     MigrateEngine,
+    Notify,
     Observation,
     PowerState,
     Probe,
@@ -137,3 +138,12 @@ def host_obj(*, mode: str = "none", state: str = "Up", annotations: dict[str, st
 )
 def test_drain_moves_engine_reads_the_host(host: dict[str, Any], owns: bool) -> None:
     assert ev.drain_moves_engine(host, "engine", "engine") is owns
+
+
+def test_a_moved_engine_not_yet_healthy_is_adopted_on_its_new_host() -> None:
+    o = observe({"local_maintenance": True, "drain_moves_engine": True}, node="h2")
+    o = Observation(vm=o.vm, hosts=o.hosts, engine_memory=o.engine_memory, probes=())
+    d = run(State.LOCAL_MAINTENANCE, o)
+    assert d.state is State.ENGINE_STARTING and d.memory.host == "h2" and moves(d) == []
+    notes = [a for a in d.actions if isinstance(a, Notify)]
+    assert [(n.new, "moved to h2" in n.reason) for n in notes] == [(State.ENGINE_STARTING, True)]
