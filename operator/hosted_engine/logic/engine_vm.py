@@ -255,8 +255,18 @@ def affinity(
     placement: Sequence[tuple[str, int]], prefer: str | None = None
 ) -> dict[str, Any]:
     """docs/decisions/0003: required = an engine host not scored 0; preferred = the scores
-    scaled to 1..100 (``prefer``, the host the machine chose to start on, weighs 100)."""
+    scaled to 1..100 (``prefer``, the host the machine chose to start on, weighs 100).
+
+    An exclusion that would cover every scored host is never written: a VMI created with it
+    can never be scheduled, and it keeps the affinity it was created with when the scores
+    recover (at 200 Hosts an operator lagging behind its Lease events saw every engine host
+    silent, scored them all 0 and wrote ``NotIn [node-1, node-2, node-3]``; the engine then
+    failed to start on every host, which kept every score at 0). With no eligible host the
+    required term is the engine-host label alone: the scheduler places the engine on any
+    engine host it can, and the machine's own decisions wait for a host with a score."""
     excluded = sorted(node for node, score in placement if score <= 0)
+    if len(excluded) >= len({node for node, _ in placement}):
+        excluded = []  # nothing would be left: exclude nothing rather than everything
     required: list[dict[str, Any]] = [
         {"key": ENGINE_HOST_LABEL, "operator": "In", "values": ["true"]}
     ]

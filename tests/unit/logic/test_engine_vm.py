@@ -332,3 +332,28 @@ def test_a_bmc_off_reading_older_than_the_heartbeat_is_stale() -> None:
     hosts = {h.name: h for h in obs.hosts}
     assert hosts["a"].bmc_power is ha.PowerState.UNKNOWN
     assert hosts["b"].bmc_power is ha.PowerState.OFF
+
+
+def test_affinity_never_excludes_every_scored_host() -> None:
+    """Every engine host scored 0 (an operator behind its Lease events saw them all silent):
+    the affinity keeps the engine-host label and excludes none of them, never
+    ``NotIn [all of them]`` -- a VMI created with that can never be scheduled."""
+    aff = ev.affinity([("node-1", 0), ("node-2", 0), ("node-3", 0)], prefer="node-1")
+    (term,) = aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": ev.ENGINE_HOST_LABEL, "operator": "In", "values": ["true"]}]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" not in aff["nodeAffinity"]
+
+
+def test_affinity_excludes_the_zero_scored_hosts_while_one_is_left() -> None:
+    aff = ev.affinity([("node-1", 0), ("node-2", 3400), ("node-3", 0)])
+    (term,) = aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    assert {"key": ev.HOSTNAME_LABEL, "operator": "NotIn", "values": ["node-1", "node-3"]} in \
+        term["matchExpressions"]
+    # a host listed twice (two Hosts on one node) is one candidate
+    aff = ev.affinity([("node-1", 0), ("node-1", 0)])
+    (term,) = aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    assert all(e["operator"] != "NotIn" for e in term["matchExpressions"])
