@@ -649,3 +649,25 @@ def test_fence_on_request_of_the_hosted_engine_through_ipmi(cluster: Cluster) ->
     assert field(h, "status.powerManagement.lastAction.action") == "off"
     reasons = wait_event(cluster, "node-3", "FenceRequested", "HostFenced")
     assert reasons.count("FenceRequested") == 1
+
+
+def test_a_failed_status_write_of_the_bmc_check_is_written_again(cluster: Cluster) -> None:
+    """Regression (5 % API faults suite): the first BMC check's status patch failed (more
+    times than the adapter retries a transient error), and the check counted as done: the Host
+    never got a PowerManagementReady condition. Nothing of a failed write is taken as written."""
+    from hosted_engine.adapters.kube import EVENT_ATTEMPTS, USER_AGENT
+    from hosted_engine.lab.apiserver.admission import FaultRule
+
+    rule = FaultRule(verb="patch", resource="hosts", subresource="status", name="node-3",
+                     status=500, count=EVENT_ATTEMPTS, user_agent=USER_AGENT)
+
+    async def add() -> None:
+        cluster.lab.lab.server.add_fault(rule)
+
+    cluster.lab.runner.call(add)
+    cluster.create(HOSTS, host_body("node-3", powerManagement=redfish(cluster, "node-3")))
+    cond = cluster.wait_condition(HOSTS, "node-3", "PowerManagementReady", status="True")
+    assert cond["reason"] == "BmcAnswered"
+    assert rule.fired == EVENT_ATTEMPTS  # the whole first write failed
+    assert field(host(cluster, "node-3"), "status.powerManagement.powerState") == "On"
+    assert field(host(cluster, "node-3"), "status.state") == "Up"

@@ -456,15 +456,28 @@ class Kube:
     def patch_status(
         self, resource: Resource, name: str, status: Mapping[str, Any], namespace: str | None = None
     ) -> Body:
-        """A JSON merge patch of the status subresource (``None`` values delete keys)."""
-        with _translated(f"patch {resource.plural}/{name}/status"):
-            result: Body = self._call(
-                "PATCH",
-                resource.path(namespace, name, "status"),
-                body={"status": dict(status)},
-                content_type=_MERGE_PATCH,
-            )
-        return result
+        """A JSON merge patch of the status subresource (``None`` values delete keys).
+
+        The patch carries no resourceVersion, so applying it twice is applying it once: a
+        transient failure (429, 5xx, no answer) or a 409 (no precondition of ours can fail) is
+        retried a few times, as for Events; the last failure is raised, and the caller must
+        then treat nothing of the patch as written."""
+        for attempt in range(EVENT_ATTEMPTS):
+            try:
+                with _translated(f"patch {resource.plural}/{name}/status"):
+                    result: Body = self._call(
+                        "PATCH",
+                        resource.path(namespace, name, "status"),
+                        body={"status": dict(status)},
+                        content_type=_MERGE_PATCH,
+                    )
+                return result
+            except KubeError as exc:
+                retry = exc.status in TRANSIENT_STATUSES or isinstance(exc, Conflict)
+                if not retry or attempt == EVENT_ATTEMPTS - 1:
+                    raise
+                time.sleep(EVENT_RETRY_BASE * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def create(self, resource: Resource, body: Mapping[str, Any]) -> Body:
         namespace = (body.get("metadata") or {}).get("namespace")
@@ -551,7 +564,5 @@ class Kube:
             except (binascii.Error, ValueError):
                 raise Invalid(f"Secret {namespace}/{name} key {key!r} is not base64") from None
             return SecretStr(raw.decode("utf-8"))
-        string_data = secret.get("stringData") or {}
-        if key in string_data:
-            return SecretStr(str(string_data[key]))
+        # (stringData is write-only: the API server merges it into data and never returns it)
         raise NotFound(f"Secret {namespace}/{name} has no key {key!r}", status=404)

@@ -125,9 +125,7 @@ class StorageApi:
             if secret is None:
                 out.append(f"Secret {namespace}/{name} does not exist")
                 continue
-            present = set((secret.get("data") or {}).keys()) | set(
-                (secret.get("stringData") or {}).keys()
-            )
+            present = set((secret.get("data") or {}).keys())  # stringData is write-only
             lacking = [k for k in keys if k not in present]
             if lacking:
                 out.append(f"Secret {namespace}/{name} lacks {', '.join(lacking)}")

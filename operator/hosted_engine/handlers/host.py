@@ -234,6 +234,11 @@ class _Pending:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     #: an action failed: decide again after :data:`ERROR_BACKOFF`
     failed: bool = False
+    #: the powerManagement fingerprint checked with the BMC in this reconcile: remembered
+    #: only once the status that carries the answer is written
+    pm_checked: str | None = None
+    #: a power action run in this reconcile: (action, request id, the BMC's answer)
+    action_result: tuple[PowerAction, str | None, PowerResult | CredentialsProblem] | None = None
 
 
 def skew_seconds(renew: datetime, received: datetime) -> float:
@@ -254,8 +259,13 @@ class HostReconciler:
         self._locks_lock = threading.Lock()
         #: node -> (skew seconds, measured at)
         self.skew: dict[str, tuple[float, datetime]] = {}
-        #: host -> fingerprint of the powerManagement spec last checked with the BMC
+        #: host -> fingerprint of the powerManagement spec last checked with the BMC (and
+        #: written to status: a check whose status write failed is done again)
         self._pm_checked: dict[str, str] = {}
+        #: host -> a power action run whose result never reached status (the write failed):
+        #: the next reconcile records this answer instead of running the action again
+        self._unwritten_actions: dict[
+            str, tuple[PowerAction, str | None, PowerResult | CredentialsProblem]] = {}
         self._actions_running: set[str] = set()
         #: hosted-engine host ids given out (status writes lag behind parallel reconciles)
         self._host_ids: dict[str, int] = {}
@@ -462,7 +472,15 @@ class HostReconciler:
 
     def reconcile(self, name: str) -> Outcome:
         with self._lock_for(name):
-            return self._reconcile(name)
+            pending = _Pending()
+            try:
+                return self._reconcile(name, pending)
+            except BaseException:
+                # nothing of this reconcile is taken as written: the next one checks the BMC
+                # again, and records (never reruns) a power action that already ran
+                if pending.action_result is not None:
+                    self._unwritten_actions[name] = pending.action_result
+                raise
 
     def _parse(self, body: Mapping[str, Any]) -> Host:
         try:
@@ -471,7 +489,7 @@ class HostReconciler:
             # a status we cannot read (an older operator, a hand edit): start from a fresh one
             return Host.model_validate({**dict(body), "status": {}})
 
-    def _reconcile(self, name: str) -> Outcome:
+    def _reconcile(self, name: str, pending: _Pending) -> Outcome:
         world = self.snapshot()
         body = world.hosts.get(name)
         if body is None:
@@ -482,7 +500,6 @@ class HostReconciler:
             self._invalid(body, describe_validation_error(exc))
             return Outcome(wait=self.settings.resync_s)
         now = get_clock().now()
-        pending = _Pending()
         generation = host.metadata.generation
         status = host.status.model_copy(deep=True)
         conditions: list[Condition] = list(status.conditions)
@@ -572,6 +589,9 @@ class HostReconciler:
             "message": _state_message(state, new),
         })
         self._write(name, host.status, new_status)
+        self._unwritten_actions.pop(name, None)
+        if pending.pm_checked is not None:
+            self._pm_checked[name] = pending.pm_checked
         for type_, reason, message in pending.events:
             self.api.host_event(body, type_, reason, message)
         wait = self._next_wait(new, obs)
@@ -620,7 +640,7 @@ class HostReconciler:
         conditions = set_condition(current, "Ready", ConditionStatus.FALSE, Reason.INVALID_SPEC,
                                    message, observed_generation=meta(body).get("generation"),
                                    now=get_clock().now())
-        with contextlib.suppress(KubeError):
+        with contextlib.suppress(NotFound):  # any other failure: the reconcile is retried
             self.put("hosts", name, self.api.patch_host_status(
                 name, {"conditions": [c.to_dict() for c in conditions]}))
         self.api.host_event(body, "Warning", Reason.INVALID_SPEC, message)
@@ -744,19 +764,25 @@ class HostReconciler:
                 pending.events.append(("Warning", "PowerActionRejected",
                                        f"{name}: {action.value}: no powerManagement configured"))
             else:
-                started = PowerActionStatus(id=request_id, action=action,
-                                            result=PowerActionResult.IN_PROGRESS,
-                                            started_at=get_clock().now())
-                progress = status.model_copy(update={
-                    "power_management": power.model_copy(update={"last_action": started})})
-                self._write(name, status, progress)
-                self._actions_running.add(name)
-                try:
-                    result = self._bmc(host.metadata.name, pm, action)
-                finally:
-                    self._actions_running.discard(name)
+                ran = self._unwritten_actions.pop(name, None)
+                if ran is not None and ran[:2] == (action, request_id) and stale \
+                        and last is not None and (last.action, last.id) == ran[:2]:
+                    result = ran[2]  # it ran, only its status write failed: never twice
+                else:
+                    started = PowerActionStatus(id=request_id, action=action,
+                                                result=PowerActionResult.IN_PROGRESS,
+                                                started_at=get_clock().now())
+                    progress = status.model_copy(update={
+                        "power_management": power.model_copy(update={"last_action": started})})
+                    self._write(name, status, progress)
+                    self._actions_running.add(name)
+                    try:
+                        result = self._bmc(host.metadata.name, pm, action)
+                    finally:
+                        self._actions_running.discard(name)
+                pending.action_result = (action, request_id, result)
                 power = self._record(host, power, result, request_id, cond, pending)
-                self._pm_checked[name] = _fingerprint(host)
+                pending.pm_checked = _fingerprint(host)
             status = status.model_copy(update={"power_management": power})
         if pm is None:
             self._pm_checked.pop(name, None)
@@ -767,8 +793,8 @@ class HostReconciler:
             return status.model_copy(update={"power_management": power.model_copy(
                 update={"power_state": PowerState.DISABLED})})
         fingerprint = _fingerprint(host)
-        if self._pm_checked.get(name) != fingerprint:
-            self._pm_checked[name] = fingerprint
+        if self._pm_checked.get(name) != fingerprint and pending.pm_checked != fingerprint:
+            pending.pm_checked = fingerprint
             result = self._bmc(host.metadata.name, pm, PowerAction.STATUS)
             power = self._record(host, power, result, None, cond, pending, keep_last=True)
             status = status.model_copy(update={"power_management": power})

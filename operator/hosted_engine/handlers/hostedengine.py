@@ -871,7 +871,13 @@ class EngineRunner:
             return  # only heartbeats moved: refreshed every STATUS_REFRESH, not every step
         # keys we no longer set are removed explicitly (merge patch), also inside status.ha
         patch = ev.status_patch(status)
-        await self.call(self.api.patch_status, self.namespace, self.name, patch)
+        try:
+            await self.call(self.api.patch_status, self.namespace, self.name, patch)
+        except BaseException:
+            # not written: the conditions this step set (the HA machine sets one once, on a
+            # transition) go into the next step's write, or Available=True could be lost
+            self.pending_conditions = [*updates, *self.pending_conditions]
+            raise
         metrics.record_engine_status(self.namespace, self.name, status)
         self.last_status = status
         self.last_write = now

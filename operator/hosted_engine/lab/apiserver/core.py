@@ -127,6 +127,25 @@ def _now_str(clock: Clock) -> str:
     return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _fold_string_data(secret: Obj) -> None:
+    """A Secret's write-only ``stringData`` merged into ``data`` (base64), as kube-apiserver's
+    v1 conversion does on every create, update and patch: a ``stringData`` key wins over the
+    same ``data`` key, and ``stringData`` is never stored nor returned."""
+    string = secret.pop("stringData", None)
+    if string is None:
+        return
+    if not isinstance(string, dict) or not all(isinstance(v, str) for v in string.values()):
+        raise bad_request("Secret in version \"v1\" cannot be handled as a Secret: json: "
+                          "cannot unmarshal into Go struct field Secret.stringData of type "
+                          "map[string]string")
+    if not string:
+        return
+    data = dict(secret.get("data") or {})
+    for key, value in string.items():
+        data[key] = base64.b64encode(value.encode()).decode()
+    secret["data"] = data
+
+
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
     m = obj.get("metadata")
     return m if isinstance(m, dict) else {}
@@ -634,6 +653,8 @@ class ApiCore:
             raise bad_request(f"the kind in the data ({kind}) does not match the expected kind "
                               f"({info.kind})")
         obj["apiVersion"], obj["kind"] = info.api_version, info.kind
+        if info.plural == "secrets" and not info.group:
+            _fold_string_data(obj)
 
     def _validate_name(self, info: ResourceInfo, name: str, errors: list[FieldError]) -> None:
         if info.plural == "namespaces":

@@ -422,11 +422,8 @@ class StorageControllers:
                 "data": {"token": base64.b64encode(token.encode()).decode()},
             }, namespace)
             return name, token
-        data = (secret.get("data") or {}).get("token")
-        if data:
-            return name, base64.b64decode(data).decode()
-        string = (secret.get("stringData") or {}).get("token")
-        return (name, str(string)) if string else None
+        data = (secret.get("data") or {}).get("token")  # the API server folds stringData in
+        return (name, base64.b64decode(data).decode()) if data else None
 
     async def _export_volumes(self, export: Obj) -> tuple[list[ExportedVolume], str, str]:
         """(volumes, VM name, reason to wait) of an export's source."""

@@ -787,7 +787,6 @@ class Kubelet:
             data = {}
             if obj is not None:
                 data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-                data.update({k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()})
             _materialise(target, data, ref.get("items"), ref.get("defaultMode"))
         return str(target)
 
