@@ -99,6 +99,7 @@ def test_the_lease_cache_keeps_the_newest_renewal_and_says_when_a_node_came_back
     reconciler.world = hm.World(hosts={n: host_obj(n) for n in NAMES})
     reconciler._world_lock = threading.Lock()
     reconciler.skew = {}
+    reconciler.rebuild_index()  # world set by hand: index it as put() does
     host, back = reconciler.observe_lease(lease("node-2", T0), T0)
     assert host == "node-2" and not back  # first sight: skew to write
     assert reconciler.world.leases["node-2"] == (T0, 40.0)

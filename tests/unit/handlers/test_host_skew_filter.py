@@ -44,6 +44,7 @@ def test_late_renewals_wake_the_host_for_a_status_write_only_once() -> None:
     reconciler.world = hm.World(hosts={"node-1": body})
     reconciler._world_lock = threading.Lock()
     reconciler.skew = {}
+    reconciler.rebuild_index()  # world set by hand: index it as put() does
     woken = []
     for i, delay in enumerate((0.05, 0.9, 0.2, 1.4, 0.7, 0.1)):
         renew = T0 + timedelta(seconds=10 * i)
@@ -66,6 +67,7 @@ def test_a_listed_lease_gives_no_skew_sample() -> None:
     reconciler.world = hm.World(hosts={"node-1": body})
     reconciler._world_lock = threading.Lock()
     reconciler.skew = {}
+    reconciler.rebuild_index()  # world set by hand: index it as put() does
     listed_at = T0 + timedelta(seconds=7)
     host, _ = reconciler.observe_lease(_lease("node-1", T0), listed_at, listed=True)
     assert host is None and "node-1" not in reconciler.skew
