@@ -15,8 +15,16 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hosted_engine.adapters.kube import Kube, KubeError
-from hosted_engine.adapters.kubevirt import OUT_OF_SERVICE_TAINT, PODS, meta, spec_of
+from hosted_engine.adapters.kube import Body, Kube, KubeError
+from hosted_engine.adapters.kubevirt import (
+    LEASES,
+    NODE_LEASE_NAMESPACE,
+    NODES,
+    OUT_OF_SERVICE_TAINT,
+    PODS,
+    meta,
+    spec_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,13 @@ def pods_to_release(pods: list[Mapping[str, Any]], node: str) -> list[tuple[str,
         for p in pods
         if spec_of(p).get("nodeName") == node and not tolerates_out_of_service(p)
     ]
+
+
+def read_node_and_lease(kube: Kube, node: str) -> tuple[Body | None, Body | None]:
+    """The Node and its Lease (``kube-node-lease``) read from the API with a GET, not from a
+    watch cache: the proof of loss checked right before a power-off. ``None`` for an object
+    that does not exist; a :class:`KubeError` when the API does not answer."""
+    return kube.find(NODES, node), kube.find(LEASES, node, NODE_LEASE_NAMESPACE)
 
 
 def release_pods(kube: Kube, node: str) -> list[str]:

@@ -777,6 +777,27 @@ def _non_responsive(
     return replace(current, fence=fence, fence_blocked_reason=None)
 
 
+def requests_fence(result: Step) -> bool:
+    """The step asks for a BMC power-off."""
+    return any(isinstance(a, RequestFence) for a in result.actions)
+
+
+def without_fence(result: Step) -> Step:
+    """``result`` with its power-off withdrawn (the caller could not confirm, right before the
+    BMC call, that the host is lost): no :class:`RequestFence` nor its ``FenceRequested`` Event,
+    and the attempt is not counted (no attempt in flight, the budget unchanged)."""
+    fence = result.status.fence
+    if not requests_fence(result) or fence is None:
+        return result
+    status = replace(result.status, fence=replace(
+        fence, requested_at=None, attempts=max(0, fence.attempts - 1)))
+    actions = tuple(
+        a for a in result.actions
+        if not isinstance(a, RequestFence)
+        and not (isinstance(a, EmitEvent) and a.reason == "FenceRequested"))
+    return Step(status, actions)
+
+
 def _fence_guard(obs: HostObservation) -> str | None:
     if not obs.power.configured:
         return "NoPowerManagement"

@@ -4,7 +4,8 @@ What is real: :func:`hosted_engine.logic.ha.step` (the HostedEngine's HA machine
 scoring) and :func:`hosted_engine.logic.host_lifecycle.step` (the Host's fencing decisions),
 fed through the same translations the handlers use (``engine_vm.fence_status``-like mapping of
 the Host's fencing to the machine's :class:`~hosted_engine.logic.ha.FenceStatus`, the stale-BMC
-rule of ``engine_vm.observe``, the Host's ``fence_request_active``).
+rule of ``engine_vm.observe``, the Host's ``fence_request_active``, ``host_mapping.to_logic``'s
+new attempt budget for a new request id, and the Host's fresh re-read before a power-off).
 
 What is simulated (simplified on purpose, documented here so a reader can judge a result):
 
@@ -31,6 +32,9 @@ Invariants checked on every tick (``Sim.violations``):
 * never two engines: at most one node really runs an engine guest;
 * never a fence without need: a BMC power-off is never decided for a powered node whose Lease is
   fresh (renewed within ``node_grace``) while the API shows it Ready;
+  the Host re-reads the Node and its Lease (a GET, the API as it is, not the replica's lagged
+  view) right before the power-off and asks the logic again (``confirm_fence``), as the handler
+  does; an unreachable API calls the fence off;
 * liveness (end of a scenario whose faults all healed, with time to settle): exactly one engine
   runs and the machine reports EngineUp.
 
@@ -153,7 +157,8 @@ class Scenario:
     @property
     def stale_views(self) -> bool:
         """The operator decides on a view older than the truth (informer lag, a stalled watch
-        or an API partition): the case the Host's fencing does not guard against yet."""
+        or an API partition): the Host guards its power-offs with a fresh read of the Node and
+        its Lease (``confirm_fence``)."""
         return self.view_lag > 0 or any(
             f.kind in ("watch_stall", "operator_partition") for f in self.faults)
 
@@ -261,6 +266,7 @@ class Sim:
         self.kinds: set[str] = set()  # two-engines | needless-fence | not-converged
         self.trace: deque[str] = deque(maxlen=60)
         self.fences: list[tuple[float, str]] = []
+        self.aborted_fences: list[tuple[float, str]] = []  # called off by the fresh re-read
         self.last_state: dict[str, str] = {}
 
     # -- helpers -------------------------------------------------------------------------
@@ -486,14 +492,7 @@ class Sim:
         obs = lc.HostObservation(
             host=host,
             now=at(self.t),
-            node=lc.NodeObservation(
-                ready=True if node.ready else None,
-                not_ready_since=at(node.not_ready_since) if node.not_ready_since is not None
-                else None,
-                out_of_service_taint=node.oos_taint,
-                **({"lease_renewed_at": at(node.lease)} if "lease_renewed_at" in _NODE_FIELDS
-                   else {}),
-            ),
+            node=self.node_observation(node),
             power=lc.PowerObservation(
                 configured=True, fencing_allowed=True, power_state=power_state,
                 observed_at=at(checked) if checked is not None else None),
@@ -503,7 +502,14 @@ class Sim:
             runs_restartable_vms=vmi is not None and vmi.node == host
             and vmi.phase not in ("Succeeded", "Failed"),
         )
-        result = lc.step(h.status, obs)
+        status = h.status
+        if active_request and h.request_id != annotation and status is not None \
+                and status.fence is not None and status.fence.gave_up:
+            # host_mapping.to_logic: a new request id starts a new attempt budget
+            status = replace(status, fence=None)
+        result = lc.step(status, obs)
+        if lc.requests_fence(result):
+            result = self.confirm_fence(rep, status, obs, host, reach, result)
         new_status = result.status
         for action in result.actions:
             if isinstance(action, lc.RequestFence):
@@ -532,6 +538,36 @@ class Sim:
                                   power_checked=written.power_checked)
 
                 self.write(rep, f"host {host} status", land)
+
+    def confirm_fence(self, rep: Replica, status: lc.HostStatus | None,
+                      obs: lc.HostObservation, host: str, reach: bool, result: lc.Step
+                      ) -> lc.Step:
+        """The Host handler's check right before the BMC power-off: the Node and its Lease
+        re-read with a GET (the API as it is now, not the replica's lagged view) and the pure
+        logic asked again; a replica that cannot reach the API does not fence (the handler's
+        GET fails: it aborts)."""
+        if not reach:
+            self.aborted_fences.append((self.t, host))
+            self.log(f"{rep.name}: fence of {host} aborted (cannot re-read the Node)")
+            return lc.without_fence(result)
+        fresh = self.api.nodes[host]
+        again = lc.step(status, replace(obs, node=self.node_observation(fresh)))
+        if not lc.requests_fence(again):
+            self.aborted_fences.append((self.t, host))
+            self.log(f"{rep.name}: fence of {host} aborted (fresh Lease {self.t - fresh.lease:g}s"
+                     f" old, ready={fresh.ready})")
+        return again
+
+    @staticmethod
+    def node_observation(node: NodeApi) -> lc.NodeObservation:
+        return lc.NodeObservation(
+            ready=True if node.ready else None,
+            not_ready_since=at(node.not_ready_since) if node.not_ready_since is not None
+            else None,
+            out_of_service_taint=node.oos_taint,
+            **({"lease_renewed_at": at(node.lease)} if "lease_renewed_at" in _NODE_FIELDS
+               else {}),
+        )
 
     def fence(self, rep: Replica, host: str, reach: bool) -> None:
         """The Host adapter's power-off through the BMC (a BMC call, not an API write: a
