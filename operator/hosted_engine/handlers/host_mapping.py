@@ -360,15 +360,58 @@ def cluster_health(world: World, now: datetime | None = None,
                    policy: lc.HostPolicy | None = None) -> lc.ClusterHealth:
     """Hosts heard from (fresh Lease; Ready when no Lease is known) out of all Hosts: the storm
     guard counts what the operator hears, not what the node-lifecycle controller concluded
-    (a partitioned operator sees many silent Leases at once, still Ready for 40 s)."""
+    (a partitioned operator sees many silent Leases at once, still Ready for 40 s).
+
+    Exactly :func:`~hosted_engine.logic.host_lifecycle.lease_fresh` of each Host's node, but
+    reading only the Lease table (and the Node when there is no Lease): with a full
+    :func:`node_observation` per Host it was 52 % of the idle CPU at 1,000 Hosts."""
     nodes = [host_node(h) for h in world.hosts.values()]
     if now is None:
         ready = sum(1 for n in nodes if node_ready(world.nodes.get(n))[0] is True)
     else:
         rules = policy or lc.HostPolicy()
-        ready = sum(1 for n in nodes
-                    if lc.lease_fresh(node_observation(world, n), rules, now))
+        thresholds: dict[float | None, float] = {}
+        ready = 0
+        for n in nodes:
+            lease = world.leases.get(n)
+            if lease is None:
+                node = world.nodes.get(n)
+                ready += node is not None and node_ready(node)[0] is True
+                continue
+            renewed, duration = lease
+            limit = thresholds.get(duration)
+            if limit is None:
+                limit = thresholds[duration] = lc.lease_threshold_s(
+                    lc.NodeObservation(lease_duration_s=duration), rules)
+            ready += (now - renewed).total_seconds() < limit
     return lc.ClusterHealth(total_hosts=max(1, len(nodes)), ready_hosts=ready)
+
+
+#: Host states whose decisions read the other Hosts (drain targets, storm guard).
+_STATES_READING_OTHERS = frozenset({
+    "", HostState.PENDING.value, HostState.PREPARING_FOR_MAINTENANCE.value,
+    HostState.MAINTENANCE.value, HostState.ACTIVATING.value, HostState.NON_RESPONSIVE.value,
+    HostState.FENCED.value})
+
+
+def reads_other_hosts(host: Obj) -> bool:
+    """Whether this Host's next decision can change when another Host's state or spec, or
+    another Node or Lease, changes: maintenance asked for or under way (the drain's targets,
+    the cluster-wide migration slots), a fence to decide (the storm guard counts the Hosts
+    heard from), a hosted-engine deployment (host ids, the engine's next host). The other
+    Hosts' decisions read only their own Node, Lease, VMs and spec: an Up Host is not woken
+    by its 999 neighbours."""
+    if host_state(host) in _STATES_READING_OTHERS:
+        return True
+    spec = spec_of(host)
+    if (spec.get("maintenance") or {}).get("mode") == "local" or spec.get("hostedEngine"):
+        return True
+    annotations = meta(host).get("annotations") or {}
+    if annotations.get(MAINTENANCE_REQUEST_ANNOTATION) or annotations.get(
+            FENCE_REQUEST_ANNOTATION):
+        return True
+    deployment = status_of(host).get("hostedEngine") or {}
+    return bool(deployment.get("deployed") or deployment.get("hostID") is not None)
 
 
 def maintenance_mode(host: Host) -> lc.MaintenanceMode:
