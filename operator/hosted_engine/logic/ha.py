@@ -1033,6 +1033,15 @@ def _engine_start(r: _Run) -> None:
     target = r.by_host.get(r.mem.host or "")
     if vm.node is None and (target is None or not target.eligible):
         why = target.explain() if target is not None else f"{r.mem.host} is not an allowed host"
+        if best_host(r.scores) is None:
+            # no host is eligible at all (e.g. every engine host silent to an operator behind
+            # its Lease events): a cancelled start could only be restarted nowhere -- and each
+            # cancel counted against the hosts. Wait for a host, within the start timeout.
+            if _start_timed_out(r):
+                return
+            r.stay(f"waiting for the VMI to run on {r.mem.host}: no host is eligible "
+                   f"({r.why_no_host()})")
+            return
         r.act(StopEngine(graceful=True))
         r.goto(State.ENGINE_STOP, f"start cancelled, target unusable: {why}", last_action_at=r.now)
         return

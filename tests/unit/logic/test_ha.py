@@ -897,3 +897,28 @@ def test_placement_is_not_re_sent_for_small_score_wobbles() -> None:
     drop = hosts(t(30), h2={"cpu_load": 0.8})  # -800
     d3 = run(d2.memory, obs(t(30), vm(), probes=probes(0, "o"), hosts=drop), t(30))
     assert of(d3, SetPlacement) == [SetPlacement((("h1", 3400), ("h2", 2600), ("h3", 3400)))]
+
+
+def test_start_waits_instead_of_cancelling_when_no_host_is_eligible() -> None:
+    """Every engine host scored 0 (an operator behind its Lease events sees them all silent):
+    cancelling the start could only restart it nowhere; the machine waits with a reason, and
+    the start timeout still applies. With another eligible host it cancels, as before."""
+    s = tuned(startup_grace=timedelta(seconds=60))
+    m = mem(State.ENGINE_START, host="h1", start_requested_at=T0)
+    silent = obs(t(30), vm(VmiPhase.PENDING, None, since=t(1)),
+                 hosts=hosts(t(30), h1={"last_heartbeat": t(0)}, h2={"last_heartbeat": t(0)},
+                             h3={"last_heartbeat": t(0)}))
+    d = run(m, silent, t(30), s)
+    assert d.state is State.ENGINE_START and engine_actions(d) == []
+    assert "no host is eligible" in d.memory.reason and d.memory.attempts == 0
+    # one host heard from again, not the target: the start moves there
+    back = obs(t(31), vm(VmiPhase.PENDING, None, since=t(1)),
+               hosts=hosts(t(31), h1={"last_heartbeat": t(0)}))
+    d = run(d.memory, back, t(31), s)
+    assert d.state is State.ENGINE_STOP and of(d, StopEngine) == [StopEngine(True)]
+    # still nobody after the start timeout: it times out as any start does
+    late = obs(t(60), vm(VmiPhase.PENDING, None, since=t(1)),
+               hosts=hosts(t(60), h1={"last_heartbeat": t(0)}, h2={"last_heartbeat": t(0)},
+                           h3={"last_heartbeat": t(0)}))
+    d = run(m, late, t(60), s)
+    assert d.memory.attempts == 1
