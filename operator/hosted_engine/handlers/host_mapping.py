@@ -271,6 +271,22 @@ def drain_vm(world: World, host: str, vmi: Obj, *, since: datetime | None,
     )
 
 
+def migrated_away(world: World, host: str, node: str) -> tuple[dr.VMRef, ...]:
+    """VMs moved off ``node`` by a Succeeded migration of this Host's (labelled for it) that is
+    still kept (the Host deletes its finished migrations once it is Up again): facts, not the
+    drain's bookkeeping, which a killed operator may not have written."""
+    away: set[tuple[str, str]] = set()
+    for m in world.vmims.values():
+        if not ours(m, host) or migration_phase(m) != "Succeeded" \
+                or meta(m).get("deletionTimestamp"):
+            continue
+        key = (key_of(m)[0], str(spec_of(m).get("vmiName") or ""))
+        vmi = world.vmis.get(key)
+        if vmi is not None and vmi_active(vmi) and vmi_node(vmi) not in ("", node):
+            away.add(key)
+    return tuple(dr.VMRef(ns, name) for ns, name in sorted(away))
+
+
 def vmis_on(world: World, node: str) -> list[Obj]:
     return [v for v in world.vmis.values() if vmi_node(v) == node and vmi_active(v)]
 
@@ -507,6 +523,8 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
         ),
         fence_requested=fence_request_active(host),
         runs_restartable_vms=restartable,
+        migrated_away=migrated_away(world, name, node_name)
+        if progress is not None or maintenance_mode(host) is lc.MaintenanceMode.LOCAL else (),
     )
 
 

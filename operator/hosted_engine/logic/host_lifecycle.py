@@ -258,6 +258,10 @@ class HostObservation:
     policy: HostPolicy = field(default_factory=HostPolicy)
     fence_requested: bool = False  # someone (the HostedEngine) asks for this host to be fenced
     runs_restartable_vms: bool = False  # VMs with runStrategy Always/RerunOnFailure on it
+    #: VMs that left the node through a Succeeded migration of this Host's (labelled for it,
+    #: kept until the Host is Up again): moved by the drain even when no status recorded them
+    #: (an operator killed between the migration's create and its status write)
+    migrated_away: Sequence[VMRef] = ()
 
 
 # ----------------------------------------------------------------------------- status
@@ -607,7 +611,9 @@ def _enter(current: HostStatus, obs: HostObservation, actions: list[Action]) -> 
         EmitEvent("Normal", "MaintenanceStarted", f"{obs.host}: draining {len(obs.vms)} VMs")
     )
     progress = MaintenanceProgress(
-        started_at=obs.now, to_move=tuple(sorted(_key(v.ref) for v in obs.vms))
+        started_at=obs.now,
+        to_move=tuple(sorted({_key(v.ref) for v in obs.vms}
+                             | {_key(r) for r in obs.migrated_away})),
     )
     new = _goto(current, HostState.PREPARING_FOR_MAINTENANCE, obs.now, refusal=None)
     return _preparing(replace(new, maintenance=progress), obs, actions)
@@ -657,9 +663,11 @@ def _preparing(current: HostStatus, obs: HostObservation, actions: list[Action])
     start = () if frozen else plan.start
     shutdown = () if frozen else plan.shutdown
     shut_down |= {_key(r) for r in shutdown}
-    to_move = set(progress.to_move) | present
+    away = {_key(r) for r in obs.migrated_away} - present
+    to_move = set(progress.to_move) | present | away
     moved = (
         set(progress.moved)
+        | away
         | {_key(r) for r in plan.moved}
         | {k for k in to_move if k not in present and k not in shut_down}
     )
