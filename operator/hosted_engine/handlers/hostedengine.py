@@ -409,18 +409,22 @@ class EngineRunner:
                 self.bad_generation = generation
                 self.spec_problem = message
                 await self.call(self.api.event, dict(body), "Warning", "InvalidSpec", message)
-                if self.spec is None:  # nothing else will write status: say it now
-                    conditions = ev.merge_conditions(
-                        body.status.get("conditions") or [],
-                        (),
-                        generation=generation,
-                        now=self.now(),
-                        extra=[("SpecValid", False, "InvalidSpec", message)],
-                    )
-                    await self.call(
-                        self.api.patch_status, self.namespace, self.name,
-                        {"conditions": conditions},
-                    )
+            shown: Mapping[str, Any] = next((c for c in body.status.get("conditions") or []
+                                             if c.get("type") == "SpecValid"), {})
+            # nothing else will write status: say it now, and again after a failed write
+            if self.spec is None and (shown.get("status"), shown.get("message")) != (
+                    "False", message):
+                conditions = ev.merge_conditions(
+                    body.status.get("conditions") or [],
+                    (),
+                    generation=generation,
+                    now=self.now(),
+                    extra=[("SpecValid", False, "InvalidSpec", message)],
+                )
+                await self.call(
+                    self.api.patch_status, self.namespace, self.name,
+                    {"conditions": conditions},
+                )
             return self.spec
         self.bad_generation = None
         self.spec_problem = None

@@ -158,3 +158,36 @@ def test_a_secret_read_survives_transient_api_errors(lab: Any) -> None:
             kube.read_secret("default", "missing", "password")
     finally:
         kube.close()
+
+
+def test_a_status_patch_survives_transient_api_errors(lab: Any) -> None:
+    """Regression: one injected 500, 429 or 409 on a status patch failed a Host's reconcile
+    under 5 % API faults; a status merge patch (no resourceVersion: applying it twice is
+    applying it once) is retried a few times, and the last failure is raised."""
+    from hosted_engine.adapters.kube import EVENT_ATTEMPTS, Kube, KubeError
+
+    nodes = Resource("", "v1", "nodes", namespaced=False)
+    kube = Kube(lab.api_client())
+    try:
+        kube.create(nodes, {"metadata": {"name": "n1"}})
+        for status in (500, 429, 409):
+            lab.server.add_fault(FaultRule(verb="patch", resource="nodes", subresource="status",
+                                           status=status, count=1))
+        written = kube.patch_status(nodes, "n1", {"phase": "Running"})
+        assert written["status"]["phase"] == "Running"
+        assert [r.fired for r in lab.server.faults.rules] == [1, 1, 1]
+        assert (kube.get(nodes, "n1").get("status") or {}).get("phase") == "Running"
+        rule = lab.server.add_fault(FaultRule(verb="patch", resource="nodes",
+                                              subresource="status", status=500))
+        with pytest.raises(KubeError) as failed:  # still failing: the caller must know
+            kube.patch_status(nodes, "n1", {"phase": "Terminated"})
+        assert failed.value.status == 500 and rule.fired == EVENT_ATTEMPTS
+        lab.server.faults.clear()
+        assert (kube.get(nodes, "n1").get("status") or {}).get("phase") == "Running"
+        forbidden = lab.server.add_fault(FaultRule(verb="patch", resource="nodes",
+                                                   subresource="status", status=403))
+        with pytest.raises(KubeError) as refused:  # not transient: raised at once
+            kube.patch_status(nodes, "n1", {"phase": "Terminated"})
+        assert refused.value.status == 403 and forbidden.fired == 1
+    finally:
+        kube.close()
