@@ -3,9 +3,11 @@
 (one migration object per VM, all Succeeded), the host in Maintenance, nothing lost.
 
 CI runs 2 seeds; HE_LONG_TESTS=1 runs 20 (each seed prints its kill point on failure).
-Known bug (seen with seeds 0 and 10 of the long run, not every time): killed *before* a
-migration create (the request answered 503), the restarted operator creates that migration and
-the VM moves, but the drain's ``moved`` list misses that VM.
+Fixed bug (seen with seeds 0 and 10 of the long run, not every time): killed at a migration
+create (503) after an earlier one had landed, before the drain's first status write, the
+restarted operator started the drain from the VMs still on the node and its ``moved`` list
+missed the VM the earlier migration had moved; moved is now derived from the Host's Succeeded
+migrations too (regression test: tests/unit/handlers/test_host_drain_moved.py).
 """
 
 from __future__ import annotations
