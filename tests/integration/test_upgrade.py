@@ -289,8 +289,10 @@ def test_users_global_maintenance_is_left_untouched(cluster: Cluster) -> None:
     assert s["SwitchImage"]["state"] == s["WaitHealthy"]["state"] == "Succeeded"
     assert done["ownsGlobalMaintenance"] is False
     assert vmi_disk(cluster) == done["toDisk"]
+    # status.upgrade and the HA status are two patches of one step: wait for the second
+    wait_for("the HA state after the upgrade", lambda: field(he(cluster), "status.state") ==
+             "GlobalMaintenance", timeout=10, describe=lambda: field(he(cluster), "status.state"))
     obj = he(cluster)
-    assert obj["status"]["state"] == "GlobalMaintenance"
     assert obj["status"]["maintenance"]["mode"] == "global"
     assert obj["status"]["maintenance"]["source"] == "User"
     vm = cluster.get(VMS, NAME, NS)
