@@ -146,3 +146,39 @@ def test_the_cheap_storm_guard_count_is_the_lease_freshness_of_every_host() -> N
         health = hm.cluster_health(world, T0, policy)
         assert health.total_hosts == 40
         assert health.ready_hosts == _slow_cluster_health(world, T0, policy)
+
+
+def _renewal(node_name: str, at: datetime) -> dict[str, Any]:
+    return {"metadata": {"name": node_name},
+            "spec": {"renewTime": at.isoformat(), "leaseDurationSeconds": 40}}
+
+
+def test_no_skew_sample_while_our_own_writes_come_back_late() -> None:
+    """An operator behind its watches handles Lease renewals late: the 'skew' it would measure
+    is its backlog. The echo of its own status write tells it: no sample while it is behind,
+    sampling again once an echo is prompt (or after the window)."""
+    r = reconciler()
+    body = host("a", "n1")
+    r.put("hosts", "a", body)
+    r._echoes["a"] = ("7", T0)  # as _write records it
+    echo = {**body, "metadata": {**body["metadata"], "resourceVersion": "7"}}
+    r.note_echo("a", echo, T0 + timedelta(seconds=9))  # came back 9 s late
+    assert r.behind_until == T0 + timedelta(seconds=9 + handler.SKEW_WINDOW)
+    late = T0 + timedelta(seconds=20)
+    r.observe_lease(_renewal("n1", late - timedelta(seconds=8)), late)
+    assert "n1" not in r.skew and r.world.leases["n1"][0] == late - timedelta(seconds=8)
+    # another Host's event, or an older version, is no echo
+    r._echoes["a"] = ("8", late)
+    r.note_echo("a", {**echo, "metadata": {**echo["metadata"], "resourceVersion": "6"}}, late)
+    assert r.behind_until is not None
+    # a prompt echo: the operator caught up, samples count again
+    r.note_echo("a", {**echo, "metadata": {**echo["metadata"], "resourceVersion": "8"}},
+                late + timedelta(seconds=0.1))
+    assert r.behind_until is None
+    now = late + timedelta(seconds=1)
+    r.observe_lease(_renewal("n1", now - timedelta(seconds=0.05)), now)
+    assert r.skew["n1"][0] == -0.05
+    # without any echo the distrust ends with the window
+    r.behind_until = now + timedelta(seconds=5)
+    r.observe_lease(_renewal("n1", now + timedelta(seconds=10)), now + timedelta(seconds=10))
+    assert r.skew["n1"][1] == now + timedelta(seconds=10)
