@@ -64,7 +64,8 @@ def setup(lab: Lab) -> None:
             informer = lab.informer_if_any(res.plural)
         return informer.items() if informer is not None else None
 
-    sim = KubeVirtSim(lab.api, lab.timings, machines=lab.nodes, wall=lab.wall, cache=cache)
+    sim = KubeVirtSim(lab.api, lab.timings, machines=lab.nodes, wall=lab.wall, cache=cache,
+                      kubelets=lab.kubelets)
     virtapi = VirtApi(sim)
     _SIMS[id(lab)] = sim
 

@@ -87,6 +87,7 @@ from hosted_engine.lab.sim.api import (
     record_event,
     rfc3339,
 )
+from hosted_engine.lab.sim.kubelet import Kubelet
 from hosted_engine.lab.sim.nodes import SimNode
 from hosted_engine.lab.sim.timings import LabTimings
 
@@ -175,8 +176,11 @@ class KubeVirtSim:
         guest_network: str = "127.77.0.0/16",
         export_host: str = "127.0.0.1",
         cache: Callable[[Res], list[Obj] | None] | None = None,
+        kubelets: Mapping[str, Kubelet] | None = None,
     ) -> None:
         self.api = _CountingApi(api)
+        #: the nodes' kubelets (a guest's end ends its virt-launcher's compute container)
+        self.kubelets: Mapping[str, Kubelet] = kubelets if kubelets is not None else {}
         #: cached objects per resource (the lab's informers); None: list through the API
         self.cache = cache
         self.timings = timings
@@ -1346,10 +1350,25 @@ class KubeVirtSim:
                 await self._kill_guest(guest)
             try:
                 await self._set_phase(vmi, phase, reason=reason)
-                return vmi
             except Conflict:
                 await asyncio.sleep(0)
+                continue
+            if guest is not None:
+                self._launcher_exits(vmi, guest, 0 if phase == "Succeeded" else 1)
+            return vmi
         raise RuntimeError(f"{namespace}/{name}: the VMI keeps changing")
+
+    def _launcher_exits(self, vmi: Obj, guest: Guest, exit_code: int) -> None:
+        """With its qemu gone, virt-launcher exits: the launcher pod's compute container
+        terminates (the pod turns Succeeded or Failed), so that deleting the pod afterwards
+        waits for no grace period (nothing is left to stop). A machine that is off or a pod the
+        kubelet does not run (the simulator restarted) leaves the pod as it is."""
+        node = guest.node or str(status(vmi).get("nodeName") or "")
+        kubelet = self.kubelets.get(node)
+        if kubelet is None or not guest.pod:
+            return
+        if not kubelet.exit_containers(ns_of(vmi), guest.pod, exit_code):
+            log.debug("kubevirt: launcher %s/%s not running on %s", ns_of(vmi), guest.pod, node)
 
     async def crash_vm(self, namespace: str, name: str) -> None:
         """The guest's process dies: the VMI fails and its runStrategy decides what follows."""

@@ -617,6 +617,37 @@ class Kubelet:
             local.posted = comparable
         local.dirty = False
 
+    def exit_containers(self, namespace: str, name: str, exit_code: int) -> bool:
+        """The main process of a pod that runs no local process ended on its own (virt-launcher
+        once its qemu died or the guest powered off): its containers terminate with
+        ``exit_code`` and, as it restarts nothing, the pod turns Succeeded (0) or Failed.
+        False when this kubelet does not run such a pod, Running and not being stopped."""
+        local = next((p for p in self.pods.values()
+                      if p.namespace == namespace and p.name == name), None)
+        if local is None or local.executes or local.phase != "Running" \
+                or local.stop_task is not None:
+            return False
+        if local.restart_policy == "Always" or (
+            local.restart_policy == "OnFailure" and exit_code != 0
+        ):
+            return False  # the kubelet would restart it: not simulated for process-less pods
+        for c in local.containers.values():
+            if "terminated" in c.state:
+                continue
+            c.state = {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": (c.state.get("running") or {}).get("startedAt"),
+                    "finishedAt": rfc3339(self.wall()),
+                    "containerID": c.container_id,
+                }
+            }
+        local.phase = "Succeeded" if exit_code == 0 else "Failed"
+        local.dirty = True
+        self._notify("stopped", local)
+        return True
+
     # -- termination ------------------------------------------------------------------------
 
     async def _terminate(self, pod: Obj, local: LocalPod | None, now: float) -> None:
@@ -642,7 +673,11 @@ class Kubelet:
 
     async def _stop_containers(self, local: LocalPod, grace: float, pod: Obj | None = None) -> None:
         try:
-            if local.executes:
+            if all("terminated" in c.state for c in local.containers.values()):
+                # Every container already exited (a pod that ended on its own): nothing gets a
+                # SIGTERM, so no grace period and no stop time; the pod goes at once.
+                pass
+            elif local.executes:
                 await asyncio.gather(
                     *(
                         c.process.stop(grace)
