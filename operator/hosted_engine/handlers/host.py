@@ -263,6 +263,10 @@ class HostReconciler:
         self.world = hm.World()
         self._world_lock = threading.Lock()
         self.rebuild_index()
+        # from the start until a first prompt echo: a starting operator works through its
+        # listings and every Host's first reconcile, and handles the first Lease events
+        # seconds late (each Host wrote one false ClockSkewed=True after every start)
+        self.behind_until: datetime | None = get_clock().now() + timedelta(seconds=SKEW_WINDOW)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         #: node -> (skew seconds, measured at)
@@ -335,7 +339,7 @@ class HostReconciler:
         #: event coming back late means the operator is behind its watches
         self._echoes: dict[str, tuple[int, datetime]] = {}
         #: no clock-skew sample before this time (our writes came back late, see note_echo)
-        self.behind_until: datetime | None = None
+        self.behind_until = None
         for name, obj in self.world.hosts.items():
             self._index_host(name, obj)
 

@@ -183,3 +183,19 @@ def test_no_skew_sample_while_our_own_writes_come_back_late() -> None:
     r.behind_until = now + timedelta(seconds=5)
     r.observe_lease(_renewal("n1", now + timedelta(seconds=10)), now + timedelta(seconds=10))
     assert r.skew["n1"][1] == now + timedelta(seconds=10)
+
+
+def test_a_starting_operator_takes_no_skew_sample_before_a_prompt_echo() -> None:
+    r = reconciler()
+    assert r.behind_until is not None  # just started: behind until shown otherwise
+    body = host("a", "n1")
+    r.put("hosts", "a", body)
+    now = r.behind_until - timedelta(seconds=handler.SKEW_WINDOW) + timedelta(seconds=1)
+    r.observe_lease(_renewal("n1", now - timedelta(seconds=6)), now)
+    assert "n1" not in r.skew  # a first Lease event handled 6 s late is no sample
+    r._echoes["a"] = (3, now)
+    r.note_echo("a", {**body, "metadata": {**body["metadata"], "resourceVersion": "3"}},
+                now + timedelta(seconds=0.1))
+    assert r.behind_until is None
+    r.observe_lease(_renewal("n1", now), now + timedelta(seconds=0.2))
+    assert r.skew["n1"][0] == -0.2
