@@ -38,7 +38,6 @@ import hmac
 import logging
 import os
 import secrets
-import ssl
 import tempfile
 import time
 import zlib
@@ -302,20 +301,9 @@ class CdiSim:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self, certificates: tuple[bytes, bytes, bytes] | None = None) -> None:
-        from hosted_engine.lab.kubevirt.export import _make_certificates
+        from hosted_engine.lab.kubevirt.export import server_tls
 
-        directory = self.directory
-        if certificates is not None:
-            ca_pem, cert_pem, key_pem = certificates
-            cert_file, key_file = directory / "upload.crt", directory / "upload.key"
-            cert_file.write_bytes(cert_pem + ca_pem)
-            key_file.write_bytes(key_pem)
-            key_file.chmod(0o600)
-            self.ca_pem = ca_pem.decode()
-        else:
-            self.ca_pem, cert_file, key_file = _make_certificates(directory, self.host)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_file, key_file)
+        self.ca_pem, context = server_tls(self.directory, self.host, "upload", certificates)
         app = web.Application(client_max_size=1024 ** 4)
         for path in ("/v1beta1/upload", "/v1beta1/upload-async", "/v1alpha1/upload"):
             app.router.add_post(path, self._upload)

@@ -49,6 +49,27 @@ class ExportEntry:
     volumes: dict[str, ExportedVolume] = field(default_factory=dict)
 
 
+def server_tls(
+    directory: Path, host: str, stem: str,
+    certificates: tuple[bytes, bytes, bytes] | None = None,
+) -> tuple[str, ssl.SSLContext]:
+    """The TLS side of a lab HTTPS endpoint (export server, CDI upload proxy): with
+    ``certificates`` (CA, server certificate for the host, key) written to ``stem``.crt/.key in
+    ``directory``, else with a CA of its own; returns (CA PEM, server context)."""
+    if certificates is not None:
+        ca_pem, cert_pem, key_pem = certificates
+        cert_file, key_file = directory / f"{stem}.crt", directory / f"{stem}.key"
+        cert_file.write_bytes(cert_pem + ca_pem)
+        key_file.write_bytes(key_pem)
+        key_file.chmod(0o600)
+        ca = ca_pem.decode()
+    else:
+        ca, cert_file, key_file = _make_certificates(directory, host)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return ca, context
+
+
 def _make_certificates(directory: Path, host: str) -> tuple[str, Path, Path]:
     """A CA and a server certificate for ``host``; returns (CA PEM, cert file, key file)."""
     now = datetime.datetime.now(datetime.UTC)
@@ -143,18 +164,7 @@ class ExportServer:
         """Serve with ``certificates`` (CA, server certificate for the host, key: the lab CA's
         API server certificate) when given, else with a CA of its own."""
         self._tmp = tempfile.TemporaryDirectory(prefix="lab-export-")
-        directory = Path(self._tmp.name)
-        if certificates is not None:
-            ca_pem, cert_pem, key_pem = certificates
-            cert_file, key_file = directory / "export.crt", directory / "export.key"
-            cert_file.write_bytes(cert_pem + ca_pem)
-            key_file.write_bytes(key_pem)
-            key_file.chmod(0o600)
-            self.ca_pem = ca_pem.decode()
-        else:
-            self.ca_pem, cert_file, key_file = _make_certificates(directory, self.host)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_file, key_file)
+        self.ca_pem, context = server_tls(Path(self._tmp.name), self.host, "export", certificates)
         app = web.Application()
         prefix = EXPORT_API + "/namespaces/{ns}/virtualmachineexports/{name}/volumes/{vol}/"
         app.router.add_get(prefix + "disk.img", self._raw)
