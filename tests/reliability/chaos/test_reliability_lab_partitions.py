@@ -27,7 +27,17 @@ from harness import HOSTEDENGINES, HOSTS, Cluster, LabCluster, OperatorThread, f
 from hosted_engine.lab.bmc.power import PowerCause
 from hosted_engine.lab.kubevirt.plugin import _SIMS
 from hosted_engine.lab.sim.timings import LabTimings
-from hostedengine_lab import ALL_NODES, HOST_ENV, NAME, NS, he_body, lab_call, prepare, wait_up
+from hostedengine_lab import (
+    ALL_NODES,
+    HOST_ENV,
+    NAME,
+    NS,
+    engine_vmi,
+    he_body,
+    lab_call,
+    prepare,
+    wait_up,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -122,6 +132,15 @@ def converged(cluster: Cluster, what: str, timeout: float = 120) -> None:
     wait_for(f"{what}: the engine guest alone and running",
              lambda: field(cluster.get(HOSTEDENGINES, NAME, NS), "status.engine.health")
              == "good", timeout=timeout)
+    # the status can say "good" a moment before the VMI of a replaced guest exists: a VM fault
+    # needs the running VMI on the engine's host
+    def vmi_running() -> bool:
+        vmi = engine_vmi(cluster)
+        host = field(cluster.get(HOSTEDENGINES, NAME, NS), "status.host")
+        return bool(vmi) and field(vmi, "status.phase") == "Running" \
+            and field(vmi, "status.nodeName") == host
+    wait_for(f"{what}: the engine VMI running on the engine's host", vmi_running,
+             timeout=timeout)
 
 
 def apply(cluster: Cluster, monitor: Monitor, rng: random.Random, kind: str) -> str:
@@ -164,7 +183,7 @@ def test_random_faults_never_two_engines_never_a_needless_fence(
         cluster = Cluster(lab_cluster, operator)
         prepare(cluster)
         cluster.create(HOSTEDENGINES, he_body())
-        wait_up(cluster, timeout=90)
+        converged(cluster, f"seed {seed} at the start", timeout=90)
         with Monitor(cluster) as monitor:
             # every kind once, in a seeded order, then random ones
             kinds = rng.sample(KINDS, len(KINDS))
