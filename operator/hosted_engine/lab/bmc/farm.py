@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hosted_engine.lab.bmc.faults import BmcFaults
 from hosted_engine.lab.bmc.ipmi import IpmiPump, NodeIpmiBmc, close_bmcs, start_bmc
 from hosted_engine.lab.bmc.power import (
     DEFAULT_CYCLE_OFF_TIME,
@@ -127,6 +128,8 @@ class BmcFarm:
         self.ipmi: dict[str, NodeIpmiBmc] = {}
         self._pump: IpmiPump | None = None
         self.endpoints: dict[str, NodeBmcEndpoints] = {}
+        #: down or slow BMCs (Redfish), by node: see :mod:`.faults`
+        self.faults = BmcFaults()
 
     def node_power(self, name: str) -> NodePower:
         """The farm-made power switch of ``name`` (only when the farm made them)."""
@@ -143,7 +146,11 @@ class BmcFarm:
             if self._want_redfish:
                 self.ca = LabCA(self.workdir / "ca")
                 self.redfish = RedfishServer(
-                    self.power, users, ca=self.ca, workdir=self.workdir / "redfish"
+                    self.power,
+                    users,
+                    ca=self.ca,
+                    workdir=self.workdir / "redfish",
+                    faults=self.faults,
                 ).start()
             if self._ipmi_nodes:
                 self._pump = IpmiPump().start()

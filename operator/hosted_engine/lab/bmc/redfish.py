@@ -40,6 +40,7 @@ from sushy_tools import error as sushy_error
 from sushy_tools.emulator.resources.systems.base import AbstractSystemsDriver
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
+from hosted_engine.lab.bmc.faults import BmcFaults
 from hosted_engine.lab.bmc.power import PowerState, PowerTarget
 from hosted_engine.lab.bmc.tls import LabCA
 
@@ -214,6 +215,7 @@ class RedfishServer:
 
     ``users`` maps user names to passwords (HTTP basic auth; the service root stays open, as
     the emulator does). Pass ``ca=None`` and ``tls=False`` only for plain-HTTP experiments.
+    ``faults`` (made here when not given): down or slow BMCs per system (:mod:`.faults`).
     """
 
     def __init__(
@@ -224,6 +226,7 @@ class RedfishServer:
         ca: LabCA | None = None,
         tls: bool = True,
         workdir: Path | None = None,
+        faults: BmcFaults | None = None,
     ) -> None:
         if not users:
             raise ValueError("a Redfish BMC needs at least one user")
@@ -234,6 +237,7 @@ class RedfishServer:
         self._users = dict(users)
         self._tls_enabled = tls
         self._ca = ca
+        self.faults = faults if faults is not None else BmcFaults()
         self._module: ModuleType | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -274,7 +278,7 @@ class RedfishServer:
             }
         )
         try:
-            server = _Server(app, context)
+            server = _Server(self.faults.middleware(app), context)
         except BaseException:
             self._unload()
             raise
@@ -293,6 +297,7 @@ class RedfishServer:
     def stop(self) -> None:
         server, thread = self._server, self._thread
         self._server = self._thread = None
+        self.faults.close()  # release requests held by a down BMC
         if server is not None:
             server.shutdown()  # stops serve_forever
             server.close_connections()

@@ -4,7 +4,9 @@ endpoint the ``hosted-engine lab ...`` commands call.
 Node faults are the lab's own: :meth:`LabFaults.fail_node` cuts a machine's power at once (no
 BMC command: a PSU or a motherboard dying), :meth:`LabFaults.recover_node` repairs it (power on,
 boot, rejoin), :meth:`LabFaults.partition_node` cuts a running machine from the API server and
-:meth:`LabFaults.heal_partition` reconnects it. VM faults (``crash_vm``, ``hang_guest``,
+:meth:`LabFaults.heal_partition` reconnects it. BMC faults (lab with BMCs, Redfish):
+:meth:`LabFaults.bmc_down` makes a node's BMC stop answering until :meth:`LabFaults.bmc_up`,
+:meth:`LabFaults.slow_bmc` delays its answers. VM faults (``crash_vm``, ``hang_guest``,
 ``heal_guest``, ``set_migration_bandwidth``) belong to the KubeVirt simulators, which fill them
 in with :meth:`LabFaults.set_hook`; :meth:`LabFaults.add_status_section` adds their part of
 :meth:`LabFaults.status` (VMs, migrations).
@@ -31,6 +33,7 @@ CONTROL_GROUP = "lab.hostedengine.io"
 CONTROL_VERSION = "v1"
 VM_ACTIONS = ("crash-vm", "hang-guest", "heal-guest", "set-migration-bandwidth")
 NODE_ACTIONS = ("fail-node", "recover-node", "partition-node", "heal-partition")
+BMC_ACTIONS = ("bmc-down", "bmc-up", "slow-bmc")
 
 Hook = Callable[..., Awaitable[Any] | Any]
 StatusSection = Callable[[], Awaitable[Any] | Any]
@@ -96,6 +99,30 @@ class LabFaults:
     async def heal_partition(self, name: str) -> str:
         self._node(name).heal()
         return f"{name} reconnected"
+
+    # -- BMC faults (the lab's Redfish BMCs) -------------------------------------------------
+
+    def _bmc_faults(self, name: str) -> Any:
+        self._node(name)
+        farm = getattr(self.lab, "farm", None)
+        if farm is None:
+            raise ApiError(501, "the lab runs without BMCs", "NotImplemented")
+        return farm.faults
+
+    async def bmc_down(self, name: str) -> str:
+        """``name``'s BMC stops answering (requests to it are lost) until :meth:`bmc_up`."""
+        self._bmc_faults(name).set_down(name, True)
+        return f"{name}'s BMC stopped answering"
+
+    async def bmc_up(self, name: str) -> str:
+        """``name``'s BMC answers again, on time (ends :meth:`bmc_down` and :meth:`slow_bmc`)."""
+        self._bmc_faults(name).clear(name)
+        return f"{name}'s BMC answers again"
+
+    async def slow_bmc(self, name: str, seconds: float) -> str:
+        """Every answer of ``name``'s BMC comes ``seconds`` late (0: on time again)."""
+        self._bmc_faults(name).set_delay(name, float(seconds))
+        return f"{name}'s BMC answers {float(seconds)}s late"
 
     # -- VM faults (filled by the KubeVirt simulators) ---------------------------------------
 
@@ -224,6 +251,10 @@ class LabFaults:
         if action in NODE_ACTIONS:
             method = getattr(self, action.replace("-", "_"))
             return await method(target)
+        if action in ("bmc-down", "bmc-up"):
+            return await getattr(self, action.replace("-", "_"))(target)
+        if action == "slow-bmc":
+            return await self.slow_bmc(target, float(value if value is not None else 0.0))
         if action == "set-migration-bandwidth":
             return await self.set_migration_bandwidth(float(value if value is not None else target))
         if action in VM_ACTIONS:
