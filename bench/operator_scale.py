@@ -17,11 +17,15 @@ Three processes:
   counts;
 - the **operator**: ``hosted-engine run --standalone`` against the lab's kubeconfig;
 - the **driver** (this file): starts both, samples the operator's CPU (``/proc/PID/stat``) and
-  RSS (``VmRSS``), and prints the measurements.
+  RSS (``VmRSS``), scrapes the operator's own metrics endpoint (``--metrics-port``, a free
+  port; HTTP to the operator, not to the lab's API server, so it adds no request to the
+  counts), and prints the measurements.
 
 Phases: start the operator -> every Host reports ``status.observedGeneration`` equal to its
-generation and a state (converged); an idle window: operator CPU (% of one core), RSS, and API
-requests per minute by verb/resource; then the operator is stopped, the spec of every Host is
+generation and a state (converged); an idle window: operator CPU (% of one core), RSS, API
+requests per minute by verb/resource, and the Lease watch lag (``hosted_engine_watch_lag_seconds``:
+count, p50 and p99 of the window, estimated from the histogram's buckets like Prometheus'
+``histogram_quantile``); then the operator is stopped, the spec of every Host is
 changed (``spec.maintenance.timeout``: harmless, but a new generation), the operator is started
 again, and the time until every Host reports the new generation is the time to converge after a
 restart; then a second idle window.
@@ -38,18 +42,21 @@ import logging
 import os
 import platform
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS_DIR = ROOT / "crds"
@@ -378,16 +385,89 @@ class LabProcess:
         self.log.close()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: The operator's histogram of the Lease watch lag (adapters/metrics.py).
+WATCH_LAG = "hosted_engine_watch_lag_seconds"
+
+#: Cumulative bucket counts of a histogram: upper bound (``le``, ``inf`` last) -> count.
+Buckets = dict[float, float]
+
+
+def parse_histogram(text: str, name: str, labels: Mapping[str, str]) -> Buckets:
+    """The ``_bucket`` samples of histogram ``name`` with ``labels`` in a Prometheus text page
+    (empty when the series does not exist yet: no observation so far)."""
+    out: Buckets = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name != f"{name}_bucket":
+                continue
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            out[float(sample.labels["le"])] = float(sample.value)
+    return out
+
+
+def bucket_delta(before: Buckets, after: Buckets) -> Buckets:
+    """The window's observations: ``after - before`` per bucket (``before`` may be empty)."""
+    return {le: count - before.get(le, 0.0) for le, count in after.items()}
+
+
+def histogram_quantile(q: float, buckets: Buckets) -> float | None:
+    """The ``q`` quantile estimated from cumulative buckets as Prometheus'
+    ``histogram_quantile`` does: linear interpolation inside the bucket the rank falls in (the
+    first bucket from 0); a rank in the ``+Inf`` bucket gives the largest finite bound. None
+    without observations."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile out of [0, 1]: {q}")
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return None
+    total = buckets[bounds[-1]]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank and count > below:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (rank - below) / (count - below)
+        lower, below = le, count
+    return lower
+
+
+def lag_summary(before: Buckets | None, after: Buckets | None) -> dict[str, Any] | None:
+    """Count, p50 and p99 (seconds) of the lag observed between two scrapes (None when a
+    scrape failed)."""
+    if before is None or after is None:
+        return None
+    window = bucket_delta(before, after)
+    p50, p99 = histogram_quantile(0.5, window), histogram_quantile(0.99, window)
+    return {"count": int(window.get(float("inf"), 0.0)),
+            "p50_s": None if p50 is None else round(p50, 3),
+            "p99_s": None if p99 is None else round(p99, 3)}
+
+
 class OperatorProcess:
-    """``hosted-engine run --standalone`` against the lab, in its own process."""
+    """``hosted-engine run --standalone`` against the lab, in its own process, serving its
+    metrics on a free port of 127.0.0.1 (:meth:`watch_lag`)."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None
                  ) -> None:
         self.started_at = time.monotonic()
+        self.metrics_port = free_port()
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hosted_engine", "run", "--kubeconfig", str(kubeconfig),
-             "--standalone", *(["--verbose"] if os.environ.get("OPSCALE_VERBOSE") else [])],
+             "--standalone", "--metrics-port", str(self.metrics_port),
+             *(["--verbose"] if os.environ.get("OPSCALE_VERBOSE") else [])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
             env={**os.environ, **(env or {})})
 
@@ -403,6 +483,17 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def watch_lag(self, kind: str = "Lease", timeout: float = 10.0) -> Buckets | None:
+        """The cumulative buckets of the operator's watch-lag histogram for ``kind``, scraped
+        from its metrics endpoint (None when it does not answer)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        return parse_histogram(text, WATCH_LAG, {"kind": kind})
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -432,13 +523,16 @@ def load_average() -> str:
 
 def idle_window(lab: LabProcess, op: OperatorProcess, window: float, label: str
                 ) -> dict[str, Any]:
-    """Operator CPU and RSS, and its API requests per minute by verb/resource, over ``window``."""
+    """Operator CPU and RSS, its API requests per minute by verb/resource, and its Lease
+    watch lag (count, p50, p99 of the events handled in the window), over ``window``."""
+    lag0 = op.watch_lag()
     s0, c0, w0 = lab.cmd("status"), op.cpu_seconds(), time.monotonic()
     rss: list[float] = []
     while time.monotonic() - w0 < window:
         time.sleep(min(5.0, window))
         rss.append(op.rss_mib())
     s1, c1, wall = lab.cmd("status"), op.cpu_seconds(), time.monotonic() - w0
+    lag1 = op.watch_lag()
     delta = Counter(s1["requests"])
     delta.subtract(s0["requests"])
     per_min = {k: round(v * 60 / wall, 1) for k, v in sorted(delta.items()) if v}
@@ -448,6 +542,7 @@ def idle_window(lab: LabProcess, op: OperatorProcess, window: float, label: str
         "operator_rss_mib": round(max(rss) if rss else op.rss_mib(), 1),
         "requests_per_min": round(sum(delta.values()) * 60 / wall, 1),
         "by_verb_resource_per_min": per_min,
+        "lease_watch_lag": lag_summary(lag0, lag1),
         "lab_cpu_pct": round(100 * (s1["lab_cpu_s"] - s0["lab_cpu_s"]) / wall, 1),
         "lab_rss_mib": s1["lab_rss_mib"],
         "load_average": load_average(),

@@ -26,6 +26,7 @@ backup_duration_seconds                  histo   namespace, name
 backup_size_bytes                        gauge   namespace, name (last successful run)
 backup_last_success_timestamp_seconds    gauge   namespace, name
 reconcile_errors_total                   counter kind
+watch_lag_seconds                        histo   kind (Lease: event handled minus renewTime)
 ======================================== ======= =============================================
 
 Counters that mirror a count the operator keeps in status (failovers) are advanced by the
@@ -178,6 +179,18 @@ RECONCILE_ERRORS = Counter(
     f"{PREFIX}_reconcile_errors",
     "Reconciles that failed with an error, by kind.",
     ["kind"],
+    registry=REGISTRY,
+)
+
+#: Buckets of the watch lag: 10 ms (a prompt watch) to 5 min (an operator minutes behind).
+WATCH_LAG_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+                            60.0, 120.0, 300.0)
+WATCH_LAG = Histogram(
+    f"{PREFIX}_watch_lag_seconds",
+    "Time from an object's change (a Lease's spec.renewTime) until the operator handled its "
+    "watch event (MODIFIED events only, not the initial listing; clamped at 0).",
+    ["kind"],
+    buckets=WATCH_LAG_BUCKETS,
     registry=REGISTRY,
 )
 
@@ -357,6 +370,24 @@ def record_backup_runs(namespace: str, name: str, runs: Iterable[Mapping[str, An
 
 def record_reconcile_error(kind: str) -> None:
     RECONCILE_ERRORS.labels(kind).inc()
+
+
+# --------------------------------------------------------------------------------------------
+# Watch lag
+
+
+def record_watch_lag(kind: str, event_type: str | None, changed_at: datetime | None,
+                     now: datetime) -> float | None:
+    """One watch event of ``kind`` handled at ``now``, for an object changed at ``changed_at``
+    (a Lease's ``spec.renewTime``): observe ``now - changed_at`` (clamped at 0: the node's clock
+    may be ahead of the operator's) and return it. Only ``MODIFIED`` events count: the watch's
+    initial listing (kopf's type ``None``) hands over objects changed up to a period before
+    the operator started (not a lag); ADDED (a new node) and DELETED are not counted."""
+    if event_type != "MODIFIED" or changed_at is None:
+        return None
+    lag = max(0.0, (now - changed_at).total_seconds())
+    WATCH_LAG.labels(kind).observe(lag)
+    return lag
 
 
 # --------------------------------------------------------------------------------------------

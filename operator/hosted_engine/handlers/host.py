@@ -1401,8 +1401,10 @@ async def lease_event(namespace: str | None, body: kopf.Body, type: str | None,
                       memo: kopf.Memo, **_: Any) -> None:
     if namespace != NODE_LEASE_NAMESPACE or _deleted(type):
         return
-    host, came_back = reconciler_of(memo).observe_lease(body, get_clock().now(),
-                                                        listed=type is None)
+    now = get_clock().now()
+    # how far behind the Lease watch the operator is (renewal to handling; MODIFIED only)
+    metrics.record_watch_lag("Lease", type, lease_renew_time(body), now)
+    host, came_back = reconciler_of(memo).observe_lease(body, now, listed=type is None)
     triggers = triggers_of(memo)
     triggers.fire(host)
     if came_back:
