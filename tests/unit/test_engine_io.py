@@ -139,3 +139,34 @@ def test_notifier_refuses_an_unknown_ca_and_reports_without_the_password(
         assert "pw-123" not in notifier.report.last_error
     finally:
         notifier.close()
+
+
+def test_notifier_close_delivers_what_is_queued_then_refuses(
+        smtp: tuple[int, Inbox, LabCA]) -> None:
+    port, inbox, ca = smtp
+    config = notify.SmtpConfig(server="127.0.0.1", port=port, start_tls=True,
+                               ca_pem=ca.ca_pem.decode(), sender="he@example.com",
+                               recipients=("ops@example.com",))
+    notifier = notify.Notifier()
+    assert notifier.send(notify.Mail(config, "queued before close", "b"))
+    notifier.close(wait=None)  # does not block (the event loop's way)
+    notifier.close()  # idempotent
+    wait_until(lambda: notifier.report.sent == 1)
+    assert notifier.closed and not notifier._thread.is_alive()
+    assert not notifier.send(notify.Mail(config, "after close", "b"))
+    assert notifier.report.last_error == "notifier closed; mail dropped"
+    assert len(inbox.messages) == 1
+
+
+def test_hostedengine_daemon_end_closes_and_forgets_its_notifier() -> None:
+    import kopf
+    from hosted_engine.handlers import hostedengine as he_handlers
+
+    memo = kopf.Memo()
+    notifier = memo.setdefault(he_handlers.NOTIFIER_KEY, notify.Notifier())
+    notifier.send(notify.Mail(notify.SmtpConfig(server="127.0.0.1", port=9), "s", "b"))
+    he_handlers.close_notifier(memo)
+    assert he_handlers.NOTIFIER_KEY not in memo  # a respawned daemon gets a new one
+    assert notifier.closed
+    wait_until(lambda: not notifier._thread.is_alive())
+    he_handlers.close_notifier(memo)  # nothing left: no error

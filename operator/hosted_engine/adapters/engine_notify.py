@@ -6,6 +6,7 @@ password is never logged or reported."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import smtplib
@@ -94,10 +95,20 @@ class Notifier:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="he-notifier", daemon=True)
         self._started = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def send(self, mail: Mail) -> bool:
-        """Queue a mail; False when the queue is full (the mail is dropped and reported)."""
+        """Queue a mail; False when the queue is full or the notifier closed (the mail is
+        dropped and reported)."""
         with self._lock:
+            if self._closed:
+                self.report.last_error = "notifier closed; mail dropped"
+                self.report.last_error_at = self._stamp()
+                return False
             if not self._started:
                 self._thread.start()
                 self._started = True
@@ -121,19 +132,34 @@ class Notifier:
             mail = self._queue.get()
             if mail is None:
                 return
-            try:
-                deliver(mail)
-            except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
-                # the message of an SMTP error never carries the password
-                text = f"{type(exc).__name__}: {exc}"
-                log.warning("notification to %s failed: %s", mail.config.server, text)
-                self._failed(text)
-            else:
-                with self._lock:
-                    self.report.sent += 1
-                    self.report.last_sent_at = self._stamp()
+            self._deliver(mail)
+            if self._closed and self._queue.empty():
+                return  # closed while the queue was full: no room was left for the sentinel
 
-    def close(self) -> None:
-        if self._started:
-            self._queue.put(None)
-            self._thread.join(5)
+    def _deliver(self, mail: Mail) -> None:
+        try:
+            deliver(mail)
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            # the message of an SMTP error never carries the password
+            text = f"{type(exc).__name__}: {exc}"
+            log.warning("notification to %s failed: %s", mail.config.server, text)
+            self._failed(text)
+        else:
+            with self._lock:
+                self.report.sent += 1
+                self.report.last_sent_at = self._stamp()
+
+    def close(self, wait: float | None = 5.0) -> None:
+        """Stop the worker after the mails already queued; ``wait``: seconds to join it
+        (``None``: do not wait, for callers on an event loop). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            started = self._started
+        if not started:
+            return
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # a full queue: the worker sees _closed after a mail
+        if wait is not None:
+            self._thread.join(wait)

@@ -1022,10 +1022,12 @@ async def engine_daemon(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await prober
         wakes.unregister((namespace, name), runner.wake)
+        close_notifier(memo)
 
 
-@kopf.on.cleanup(id="hostedengine-notifier-cleanup")
-def close_notifier(memo: kopf.Memo, **_: Any) -> None:
-    notifier = memo.get(NOTIFIER_KEY)
+def close_notifier(memo: kopf.Memo) -> None:
+    """Stop this HostedEngine's mail thread (its memo is kopf's per-object copy, so the
+    notifier is this object's own) and forget it: a respawned daemon starts a new one."""
+    notifier = memo.pop(NOTIFIER_KEY, None)
     if isinstance(notifier, notify.Notifier):
-        notifier.close()
+        notifier.close(wait=None)  # queued mails still go out; the loop is not blocked
