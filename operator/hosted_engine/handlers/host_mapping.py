@@ -6,6 +6,11 @@ Nodes, Pods' requests, VMs, VMIs, migrations, the KubeVirt CR), and translates i
 :class:`~hosted_engine.logic.host_lifecycle.HostStatus` to and from the Host's
 ``status`` (:class:`hosted_engine.models.host.HostStatus`), so that everything a restarted
 operator needs to resume is in the object. No I/O here: tests call it with plain dicts.
+
+Lease silence is judged by the lease clock (:mod:`hosted_engine.logic.leaseclock`): every
+observation built from the watch cache carries the cache's :func:`lease_horizon` (the newest
+renewal over all node Leases plus its renew interval), so an operator behind its Lease watch
+does not see every node silent; the fence's re-read builds its Node observation without one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from hosted_engine.adapters.kubevirt import (
 )
 from hosted_engine.logic import drain as dr
 from hosted_engine.logic import host_lifecycle as lc
+from hosted_engine.logic import leaseclock
 from hosted_engine.models.conditions import get_condition
 from hosted_engine.models.host import (
     FENCE_REQUEST_ANNOTATION,
@@ -353,8 +359,22 @@ def in_flight_by_source(world: World, node: str, host: str) -> dict[str, int]:
     return counts
 
 
-def node_observation(world: World, node_name: str) -> lc.NodeObservation:
-    """The Node and its Lease as the state machine sees them."""
+def lease_horizon(world: World, configured_s: float | None = None) -> datetime | None:
+    """The lease clock's limit over every node Lease in the cache
+    (:mod:`hosted_engine.logic.leaseclock`): the newest renewal seen plus its renew interval
+    (``configured_s``, else a quarter of the Lease's duration). A Host's Lease silence is
+    judged at min(now, this), so an operator behind its Lease watch does not see every node
+    silent."""
+    return leaseclock.horizon(
+        (renewed, leaseclock.renew_interval_s(duration, configured_s))
+        for renewed, duration in world.leases.values())
+
+
+def node_observation(world: World, node_name: str,
+                     horizon: datetime | None = None) -> lc.NodeObservation:
+    """The Node and its Lease as the state machine sees them. ``horizon``: the lease clock's
+    limit (:func:`lease_horizon` of the watch cache); None judges the Lease against the wall
+    clock (the fence's re-read, a fresh GET right before a power-off)."""
     node = world.nodes.get(node_name)
     ready, since = node_ready(node)
     unusable = unusable_reason(node)
@@ -369,23 +389,29 @@ def node_observation(world: World, node_name: str) -> lc.NodeObservation:
         unusable_reason=unusable,
         lease_renewed_at=renewed,
         lease_duration_s=duration,
+        lease_horizon=horizon,
     )
 
 
 def cluster_health(world: World, now: datetime | None = None,
-                   policy: lc.HostPolicy | None = None) -> lc.ClusterHealth:
+                   policy: lc.HostPolicy | None = None,
+                   horizon: datetime | None = None) -> lc.ClusterHealth:
     """Hosts heard from (fresh Lease; Ready when no Lease is known) out of all Hosts: the storm
     guard counts what the operator hears, not what the node-lifecycle controller concluded
     (a partitioned operator sees many silent Leases at once, still Ready for 40 s).
 
-    Exactly :func:`~hosted_engine.logic.host_lifecycle.lease_fresh` of each Host's node, but
-    reading only the Lease table (and the Node when there is no Lease): with a full
+    Exactly :func:`~hosted_engine.logic.host_lifecycle.lease_fresh` of each Host's node, by
+    the lease clock (``horizon``, computed from the Leases when not given), but reading only
+    the Lease table (and the Node when there is no Lease): with a full
     :func:`node_observation` per Host it was 52 % of the idle CPU at 1,000 Hosts."""
     nodes = [host_node(h) for h in world.hosts.values()]
     if now is None:
         ready = sum(1 for n in nodes if node_ready(world.nodes.get(n))[0] is True)
     else:
         rules = policy or lc.HostPolicy()
+        if horizon is None:
+            horizon = lease_horizon(world, rules.lease_renew_interval_s)
+        now = leaseclock.lease_now(now, horizon)
         thresholds: dict[float | None, float] = {}
         ready = 0
         for n in nodes:
@@ -489,18 +515,19 @@ def observe(host: Host, world: World, now: datetime, settings: HostSettings,
     power = host.status.power_management
     maintenance = host.spec.maintenance
     lease_rules = settings.policy_for_leases()
+    horizon = lease_horizon(world, settings.lease_renew_interval_s)
     return lc.HostObservation(
         host=name,
         now=now,
         mode=maintenance_mode(host),
-        node=node_observation(world, node_name),
+        node=node_observation(world, node_name, horizon),
         power=lc.PowerObservation(
             configured=pm is not None,
             fencing_allowed=pm is not None and pm.fencing_enabled,
             power_state=power.power_state.value,
             observed_at=power.checked_at,
         ),
-        cluster=cluster_health(world, now, lease_rules),
+        cluster=cluster_health(world, now, lease_rules, horizon),
         vms=tuple(vms),
         # the drain's targets (every node's capacity): only while maintenance is asked for or
         # under way -- the only decisions that read them (O(nodes + pods) per reconcile)

@@ -172,8 +172,12 @@ def he_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
     when=lambda namespace, **_: namespace == NODE_LEASE_NAMESPACE,
 )
 def he_leases(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any] | None:
+    """Every node's Lease: (renewTime, leaseDurationSeconds or None); the renewals are the
+    heartbeats, and all of them together set the lease clock (logic/leaseclock.py)."""
     renewed = ev.parse_time(spec.get("renewTime"))
-    return {name: renewed} if renewed is not None else None
+    raw = spec.get("leaseDurationSeconds")
+    duration = float(raw) if isinstance(raw, int | float) and raw > 0 else None
+    return {name: (renewed, duration)} if renewed is not None else None
 
 
 @kopf.index(API_GROUP, API_VERSION, "hosts")
@@ -376,7 +380,9 @@ class EngineRunner:
             migrations=tuple(migrations),
             hosts=tuple(h for h in hosts if h is not None),
             nodes={k: v for k, v in nodes.items() if v is not None},
-            leases={k: v for k, v in leases.items() if v is not None},
+            leases={k: v[0] for k, v in leases.items() if v is not None},
+            lease_durations={k: v[1] for k, v in leases.items()
+                             if v is not None and v[1] is not None},
             used_memory=used,
             used_cpu=cpu,
             probes=tuple(self.probes),

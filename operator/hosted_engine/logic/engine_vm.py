@@ -5,7 +5,9 @@
   runStrategy per docs/decisions/0002), the cloud-init Secret and the Service.
 * :func:`settings_from_spec`: the CRD -> :class:`hosted_engine.logic.ha.Settings` mapping.
 * :func:`observe`: the watched objects (VM, VMI, migrations, Hosts, Nodes, Leases, pods'
-  memory) plus the probe results -> :class:`hosted_engine.logic.ha.Observation`.
+  memory) plus the probe results -> :class:`hosted_engine.logic.ha.Observation`. The heartbeats
+  are the node Leases' renewals as seen; the observation also carries the lease clock's limit
+  over every node Lease (:func:`lease_horizon`), which the machine judges them against.
 * :func:`status_body`: a :class:`hosted_engine.logic.ha.Decision` -> the ``status`` patch that
   mirrors ``hosted-engine --vm-status``.
 
@@ -24,7 +26,7 @@ from typing import Any, Final
 import yaml
 
 from hosted_engine import API_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from hosted_engine.logic import ha
+from hosted_engine.logic import ha, leaseclock
 from hosted_engine.logic.backoff import Backoff
 from hosted_engine.models.base import parse_quantity
 from hosted_engine.models.conditions import Condition, set_condition
@@ -580,7 +582,10 @@ class World:
     migrations: tuple[Obj, ...] = ()
     hosts: tuple[Obj, ...] = ()
     nodes: Mapping[str, Obj] = field(default_factory=dict)
+    #: every node Lease's renewTime (kube-node-lease), by node: the heartbeats
     leases: Mapping[str, datetime] = field(default_factory=dict)
+    #: their leaseDurationSeconds (a missing one: the kubelet's 10 s renew interval)
+    lease_durations: Mapping[str, float] = field(default_factory=dict)
     used_memory: Mapping[str, int] = field(default_factory=dict)
     #: CPU requested on each node by pods other than the engine's, in millicores
     used_cpu: Mapping[str, int] = field(default_factory=dict)
@@ -737,8 +742,19 @@ def observe(
         maintenance=ha.MaintenanceMode(m.mode.value),
         maintenance_until=m.until,
         request=user_request(spec),
+        lease_horizon=lease_horizon(world),
     )
     return obs, host_to_node
+
+
+def lease_horizon(world: World) -> datetime | None:
+    """The lease clock's limit over every node Lease watched (not only the engine hosts'): the
+    newest renewal plus its renew interval (:mod:`hosted_engine.logic.leaseclock`). The HA
+    machine judges heartbeats at min(now, this): behind its Lease watch, the operator does not
+    see every host silent."""
+    return leaseclock.horizon(
+        (renewed, leaseclock.renew_interval_s(world.lease_durations.get(node)))
+        for node, renewed in world.leases.items())
 
 
 # --------------------------------------------------------------------------------------------

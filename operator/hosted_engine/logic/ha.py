@@ -22,9 +22,13 @@ Terms used below
   and it is still lost.
 * *lost host*: its heartbeat (Node Lease renewal) is older than ``host_silence`` (default 22 s:
   2 missed kubelet renewals of 10 s with jitter and a margin; one late renewal is never a lost
-  host), its BMC reports power off (read after its last heartbeat: the Host polls the BMCs of
-  engine hosts every 5 s, so a power loss is seen without the silence wait; a BMC that does not
-  answer proves nothing), or a fence of it is in progress / confirmed. The Host accepts the
+  host) by the *lease clock* (``Observation.lease_horizon``, see
+  :mod:`hosted_engine.logic.leaseclock`: now, held back to the newest renewal seen on any node
+  plus its renew interval, so an operator behind its Lease watch does not see every host silent,
+  and when every node falls silent at once nobody is lost by silence), its BMC reports power off
+  (read after its last heartbeat: the Host polls the BMCs of engine hosts every 5 s, so a power
+  loss is seen without the silence wait; a BMC that does not answer proves nothing), or a fence
+  of it is in progress / confirmed. The Host accepts the
   fence on the same proofs although Kubernetes may still report the Node Ready.
 * *suspect host*: the node of the newest VMI when an engine may still run there whatever the VMI
   says: the node is lost, or the VMI *ended* while the node was not Ready (the end was then
@@ -215,6 +219,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from hosted_engine.logic import leaseclock
 from hosted_engine.logic.backoff import Backoff
 from hosted_engine.logic.scoring import (
     HostFacts,
@@ -396,6 +401,9 @@ class Observation:
     maintenance: MaintenanceMode = MaintenanceMode.NONE
     maintenance_until: datetime | None = None
     request: UserRequest = field(default_factory=UserRequest)
+    #: the lease clock's limit (:func:`hosted_engine.logic.leaseclock.horizon` over every node
+    #: Lease seen): heartbeats are judged at min(now, this). None: at now
+    lease_horizon: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,11 +658,12 @@ def compute_scores(
     settings: Settings, memory: Memory, obs: Observation, now: datetime
 ) -> tuple[HostScore, ...]:
     engine_node = obs.vm.node if obs.vm.phase in ACTIVE_PHASES else None
+    lease_now = leaseclock.lease_now(now, obs.lease_horizon)
     facts = [
         HostFacts(
             name=h.name,
             ready=h.ready,
-            alive=not host_lost(h, now, settings.host_silence),
+            alive=not host_lost(h, lease_now, settings.host_silence),
             fenced=h.fence is FenceStatus.CONFIRMED,
             local_maintenance=h.local_maintenance,
             network=h.network,
@@ -723,6 +732,8 @@ class _Run:
         self.mem = memory
         self.obs = obs
         self.now = now
+        #: heartbeats (Lease renewals) are judged at the lease clock, not at now
+        self.lease_now = leaseclock.lease_now(now, obs.lease_horizon)
         self.actions: list[Action] = []
         self.chain = False
         self.hosts = {h.name: h for h in obs.hosts}
@@ -832,7 +843,7 @@ class _Run:
     def lost(self, host: str | None) -> bool:
         if host is None or host not in self.hosts:
             return False
-        return host_lost(self.hosts[host], self.now, self.s.host_silence)
+        return host_lost(self.hosts[host], self.lease_now, self.s.host_silence)
 
     def health(self) -> Health:
         return assess_health(
@@ -960,7 +971,7 @@ def _lost_why(r: _Run, host: str | None) -> str:
         return "BMC reports power off"
     if h.last_heartbeat is None:
         return "no heartbeat seen"
-    if r.now - h.last_heartbeat <= r.s.host_silence:
+    if r.lease_now - h.last_heartbeat <= r.s.host_silence:
         return "not Ready"
     return f"silent for more than {int(r.s.host_silence.total_seconds())}s"
 
@@ -1556,7 +1567,7 @@ def _host_rows(r: _Run) -> tuple[HostRow, ...]:
     for score in r.scores:
         h = r.hosts[score.host]
         dead = h.fence is FenceStatus.CONFIRMED
-        lost = host_lost(h, r.now, r.s.host_silence)
+        lost = host_lost(h, r.lease_now, r.s.host_silence)
         if dead:
             view = "Fenced"
         elif lost:

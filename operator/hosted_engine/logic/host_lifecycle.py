@@ -52,7 +52,11 @@ Fencing
       renewals, is ``10 s x (2 x 1.04 + 0.1) = 21.8 s``: one late renewal (a GC pause, a slow
       API write) is never enough, and the 0.1 interval is room for the write and the watch
       delivery. The node-lifecycle controller waits 40 s (``node-monitor-grace-period``)
-      before NotReady; waiting for it would miss a 30 s failover.
+      before NotReady; waiting for it would miss a 30 s failover. The silence is measured by
+      the *lease clock* (:mod:`hosted_engine.logic.leaseclock`, ``NodeObservation.lease_horizon``):
+      the wall clock held back to the newest renewal seen on any node plus its renew interval,
+      so an operator behind its Lease watch does not see every node silent; the re-read of the
+      Node and Lease right before a power-off has no horizon: wall clock.
 
     Otherwise (Node Ready, Lease fresh, BMC not Off) the host is never fenced: the request is
     refused with ``FencingBlocked=True/NodeReady`` and waits, re-checked when the Lease would
@@ -78,6 +82,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from hosted_engine.logic import leaseclock
 from hosted_engine.logic.drain import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_AFTER_S,
@@ -203,6 +208,9 @@ class NodeObservation:
     not_ready_since: datetime | None = None  # last transition of Ready away from True
     lease_renewed_at: datetime | None = None  # the node Lease's renewTime (None: no Lease seen)
     lease_duration_s: float | None = None  # its leaseDurationSeconds
+    #: the lease clock's limit over every node Lease seen (:func:`leaseclock.horizon`): Lease
+    #: silence is judged at min(now, this). None: at now (a Lease read fresh from the API)
+    lease_horizon: datetime | None = None
     cordoned: bool = False
     out_of_service_taint: bool = False
     usable: bool = True  # e.g. reaches its storage
@@ -427,24 +435,16 @@ def _silent_for(obs: HostObservation) -> float | None:
     return (obs.now - node.not_ready_since).total_seconds()
 
 
-#: The kubelet renews its Lease every quarter of leaseDurationSeconds (renewIntervalFraction).
-KUBELET_RENEW_FRACTION = 0.25
 #: client-go's lease controller adds up to 4 % jitter to each renewal (wait.JitterUntil).
 RENEW_JITTER = 0.04
 #: Room for the renewal's API write and the watch delivery, in renew intervals.
 LEASE_LATENCY_MARGIN = 0.1
-#: The renew interval when neither the policy nor the Lease says (the kubelet's 10 s).
-DEFAULT_RENEW_INTERVAL_S = 10.0
 
 
 def renew_interval_s(node: NodeObservation, policy: HostPolicy) -> float:
     """The kubelet's Lease renew interval: the policy's, else a quarter of the Lease's
-    leaseDurationSeconds, else 10 s."""
-    if policy.lease_renew_interval_s is not None and policy.lease_renew_interval_s > 0:
-        return policy.lease_renew_interval_s
-    if node.lease_duration_s is not None and node.lease_duration_s > 0:
-        return node.lease_duration_s * KUBELET_RENEW_FRACTION
-    return DEFAULT_RENEW_INTERVAL_S
+    leaseDurationSeconds, else 10 s (:func:`hosted_engine.logic.leaseclock.renew_interval_s`)."""
+    return leaseclock.renew_interval_s(node.lease_duration_s, policy.lease_renew_interval_s)
 
 
 def lease_threshold_s(node: NodeObservation, policy: HostPolicy) -> float:
@@ -456,17 +456,20 @@ def lease_threshold_s(node: NodeObservation, policy: HostPolicy) -> float:
 
 
 def lease_silent_for(obs: HostObservation) -> float | None:
-    """Seconds since the node's Lease was renewed (None: no Lease seen)."""
+    """Seconds since the node's Lease was renewed, by the lease clock (None: no Lease seen)."""
     renewed = obs.node.lease_renewed_at
     if renewed is None:
         return None
-    return max(0.0, (obs.now - renewed).total_seconds())
+    now = leaseclock.lease_now(obs.now, obs.node.lease_horizon)
+    return max(0.0, (now - renewed).total_seconds())
 
 
 def lease_fresh(node: NodeObservation, policy: HostPolicy, now: datetime) -> bool:
-    """Heard from: the Lease renewed within the threshold (without a Lease: the Node Ready)."""
+    """Heard from: the Lease renewed within the threshold, by the lease clock (without a Lease:
+    the Node Ready)."""
     if node.lease_renewed_at is None:
         return node.exists and node.ready is True
+    now = leaseclock.lease_now(now, node.lease_horizon)
     return (now - node.lease_renewed_at).total_seconds() < lease_threshold_s(node, policy)
 
 
