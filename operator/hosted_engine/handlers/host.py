@@ -388,10 +388,11 @@ class HostReconciler:
             w = self.world
             cached = self._snapshot
             if cached is None or cached[0] != self._version:
+                vmis = dict(w.vmis)
                 cached = (self._version, hm.World(
                     hosts=dict(w.hosts), nodes=dict(w.nodes), vms=dict(w.vms),
-                    vmis=dict(w.vmis), vmims=dict(w.vmims), pod_requests=dict(w.pod_requests),
-                    kubevirt=w.kubevirt))
+                    vmis=vmis, vmims=dict(w.vmims), pod_requests=dict(w.pod_requests),
+                    kubevirt=w.kubevirt, vmis_by_node=hm.index_vmis(vmis)))
                 self._snapshot = cached
             return replace(cached[1], leases=dict(w.leases))
 
@@ -423,9 +424,12 @@ class HostReconciler:
             previous = self.world.leases.get(node)
             if previous is None or renew >= previous[0]:
                 self.world.leases[node] = (renew, duration)
+        # heard from again: the gap between two renewals, not the time this event arrived (an
+        # operator behind its watch saw every renewal as a comeback and woke the dependents on
+        # each one: at 1,000 nodes that kept it behind for good)
         came_back = previous is not None and not lc.lease_fresh(
             lc.NodeObservation(lease_renewed_at=previous[0], lease_duration_s=previous[1]),
-            rules, received)
+            rules, renew)
         behind = self.behind_until is not None and received < self.behind_until
         if not listed and not behind:
             self.skew[node] = filtered_skew(self.skew.get(node),

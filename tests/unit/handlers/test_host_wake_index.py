@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,3 +200,43 @@ def test_a_starting_operator_takes_no_skew_sample_before_a_prompt_echo() -> None
     assert r.behind_until is None
     r.observe_lease(_renewal("n1", now), now + timedelta(seconds=0.2))
     assert r.skew["n1"][0] == -0.2
+
+
+def test_a_comeback_is_a_gap_between_renewals_not_a_late_event() -> None:
+    """An operator 40 s behind its Lease watch sees renewals 10 s apart: no comeback (each
+    one used to wake every dependent Host and kept a 1,000-node operator behind for good); a
+    renewal after a silence longer than the threshold is one, however late it arrives."""
+    r = reconciler()
+    r.put("hosts", "a", host("a", "n1"))
+    behind = timedelta(seconds=40)
+    r.observe_lease(_renewal("n1", T0), T0 + behind)
+    for i in range(1, 6):
+        renew = T0 + timedelta(seconds=10 * i)
+        _, came_back = r.observe_lease(_renewal("n1", renew), renew + behind)
+        assert not came_back
+    after_silence = T0 + timedelta(seconds=50 + 30)
+    _, came_back = r.observe_lease(_renewal("n1", after_silence), after_silence + behind)
+    assert came_back
+
+
+def test_the_vmis_of_a_node_come_from_the_snapshots_index() -> None:
+    r = reconciler()
+
+    def vmi(name: str, node_name: str, phase: str = "Running") -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ns", "uid": name, "resourceVersion": "1"},
+                "status": {"nodeName": node_name, "phase": phase}}
+
+    for i in range(30):
+        r.put("vmis", ("ns", f"v{i}"), vmi(f"v{i}", f"n{i % 3}",
+                                           "Succeeded" if i % 5 == 0 else "Running"))
+    world = r.snapshot()
+    assert world.vmis_by_node is not None
+    scanned = replace(world, vmis_by_node=None)  # the scan: the reference
+    for n in ("n0", "n1", "n2", "n9"):
+        assert sorted(hm.key_of(v) for v in hm.vmis_on(world, n)) == \
+            sorted(hm.key_of(v) for v in hm.vmis_on(scanned, n))
+    r.put("vmis", ("ns", "v1"), vmi("v1", "n2") | {"metadata": {
+        "name": "v1", "namespace": "ns", "uid": "v1", "resourceVersion": "2"}})
+    moved = r.snapshot()  # a new version: a new index
+    assert ("ns", "v1") in {hm.key_of(v) for v in hm.vmis_on(moved, "n2")}
+    assert ("ns", "v1") not in {hm.key_of(v) for v in hm.vmis_on(moved, "n1")}
