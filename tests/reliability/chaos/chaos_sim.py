@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hosted_engine.logic import ha
+from hosted_engine.logic import ha, leaseclock
 from hosted_engine.logic import host_lifecycle as lc
 from hosted_engine.logic.backoff import Backoff
 
@@ -63,6 +63,11 @@ REQUESTER = "hostedengine.engine.he"
 
 def at(t: float) -> datetime:
     return T0 + timedelta(seconds=t)
+
+
+def view_horizon(view: Any) -> datetime | None:
+    """The lease clock's limit over every node Lease of a replica's view (logic/leaseclock)."""
+    return leaseclock.horizon((at(n.lease), LEASE_RENEW) for n in view.nodes.values())
 
 
 SETTINGS = ha.Settings(
@@ -492,7 +497,8 @@ class Sim:
         obs = lc.HostObservation(
             host=host,
             now=at(self.t),
-            node=self.node_observation(node),
+            # the lease clock, as handlers/host_mapping.observe: every Lease in this view
+            node=replace(self.node_observation(node), lease_horizon=view_horizon(view)),
             power=lc.PowerObservation(
                 configured=True, fencing_allowed=True, power_state=power_state,
                 observed_at=at(checked) if checked is not None else None),
@@ -681,7 +687,7 @@ class Sim:
             vm = ha.EngineVm(exists=True, desired_running=True, phase=phase, node=vmi.node,
                              since=at(vmi.created), live_migratable=False)
         return ha.Observation(vm=vm, probes=tuple(rep.probes), hosts=tuple(hosts),
-                              engine_memory=GiB)
+                              engine_memory=GiB, lease_horizon=view_horizon(view))
 
     @staticmethod
     def fence_status(h: HostApi) -> ha.FenceStatus:

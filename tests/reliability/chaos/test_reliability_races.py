@@ -76,9 +76,11 @@ def test_never_a_fence_without_need_even_on_stale_views(sims: list[Sim]) -> None
 @pytest.mark.parametrize("seed", STALE_VIEW_FENCES)
 def test_stale_view_never_fences_a_live_node(seed: int) -> None:
     sim = run_seed(seed)
+    assert sim.sc.stale_views, report(sim)  # still a seed whose replica saw a stale API
     assert "needless-fence" not in sim.kinds, report(sim)
-    # the GET right before the power-off is what saved the node: the stale view asked for it
-    assert sim.aborted_fences, report(sim)
+    # these seeds once made the stale view ask for the fence and the GET right before the
+    # power-off called it off; with the lease clock (logic/leaseclock.py) a view stale on every
+    # Lease no longer asks at all, and the re-read stays as the last guard
 
 
 def test_a_failing_seed_replays_identically() -> None:
