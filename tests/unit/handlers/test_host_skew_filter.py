@@ -75,3 +75,52 @@ def test_a_listed_lease_gives_no_skew_sample() -> None:
     host, _ = reconciler.observe_lease(_lease("node-1", T0 + timedelta(seconds=10)),
                                        T0 + timedelta(seconds=10.05))
     assert host is None and reconciler.skew["node-1"][0] == -0.05
+
+
+def _reconciler_with(nodes: list[str]) -> handler.HostReconciler:
+    reconciler = handler.HostReconciler.__new__(handler.HostReconciler)
+    reconciler.settings = hm.HostSettings()
+    reconciler.world = hm.World(hosts={
+        n: {"metadata": {"name": n}, "spec": {"nodeName": n}, "status": {"state": "Up"}}
+        for n in nodes})
+    reconciler._world_lock = threading.Lock()
+    reconciler.skew = {}
+    reconciler.rebuild_index()
+    return reconciler
+
+
+def test_a_delay_common_to_every_node_is_not_clock_skew() -> None:
+    """An operator 8-12 s behind its Lease watch (1,000 nodes after a start: 8-20 s) sees every
+    node that far behind: no Host is skewed, but a node whose clock is 5 s ahead still is."""
+    nodes = [f"node-{i}" for i in range(20)]
+    reconciler = _reconciler_with(nodes)
+    for tick in range(60):  # 3 renewals of each node, 8 to 12 s behind, with jitter
+        node = nodes[tick % len(nodes)]
+        renew = T0 + timedelta(seconds=0.5 * tick)
+        behind = 8.0 + 4.0 * tick / 60 + (0.3 if tick % 2 else -0.3)
+        ahead = 5.0 if node == "node-7" else 0.0
+        reconciler.observe_lease(_lease(node, renew + timedelta(seconds=ahead)),
+                                 renew + timedelta(seconds=behind))
+    estimates = {n: reconciler.skew[n][0] for n in nodes if n in reconciler.skew}
+    assert len(estimates) == 20
+    assert abs(estimates["node-7"] - 5.0) < 1.0, estimates
+    assert all(abs(v) < 1.0 for n, v in estimates.items() if n != "node-7"), estimates
+
+
+def test_a_small_common_delay_is_delivery_noise_and_one_skewed_node_is_not_the_reference() -> None:
+    reconciler = _reconciler_with(["a", "b", "c"])
+    at = T0 + timedelta(seconds=30)
+    for i, sample in enumerate([-0.3, -0.2, -0.4]):
+        reconciler._recent_samples.append((at - timedelta(seconds=i), sample))
+    assert reconciler.common_delay(at) == 0.0  # within the noise: samples as they are
+    reconciler._recent_samples.clear()
+    for i, sample in enumerate([0.0, -0.1, -120.0]):  # one node 2 minutes behind
+        reconciler._recent_samples.append((at - timedelta(seconds=i), sample))
+    assert reconciler.common_delay(at) == 0.0  # the others set the reference
+    reconciler._recent_samples.clear()
+    for i, sample in enumerate([-9.0, -9.2, -8.8, -30.0]):  # all behind: the operator is
+        reconciler._recent_samples.append((at - timedelta(seconds=i / 2), sample))
+    assert reconciler.common_delay(at) == -9.0
+    # samples older than the window are not part of it
+    assert reconciler.common_delay(at + timedelta(seconds=handler.COMMON_DELAY_MAX_AGE + 4)) \
+        == 0.0
