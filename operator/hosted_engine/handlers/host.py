@@ -321,12 +321,16 @@ class HostReconciler:
                     self._version += 1
                     if kind == "hosts":
                         self._index_host(str(key), None)
+                    elif kind == "vmis":
+                        self._index_vmi(key, None)
                 return previous
             if newer:
                 table[key] = obj
                 self._version += 1
                 if kind == "hosts":
                     self._index_host(str(key), obj)
+                elif kind == "vmis":
+                    self._index_vmi(key, obj)
             return previous
 
     def rebuild_index(self) -> None:
@@ -348,8 +352,33 @@ class HostReconciler:
         self.behind_until = None
         #: (received, raw skew sample) of the last Lease events of every node: common_delay
         self._recent_samples: deque[tuple[datetime, float]] = deque(maxlen=COMMON_DELAY_SAMPLES)
+        #: the active VMIs by node, kept per VMI event (a snapshot copies the small outer dict:
+        #: rebuilding it per snapshot was O(VMIs) on every Host status echo, 37 % of the CPU
+        #: at 1,000 Hosts + 10,000 VMs)
+        self._vmi_node_of: dict[Any, str] = {}
+        self._vmi_keys_by_node: dict[str, dict[Any, None]] = {}
+        self._vmis_by_node: dict[str, tuple[Mapping[str, Any], ...]] = {}
         for name, obj in self.world.hosts.items():
             self._index_host(name, obj)
+        for key, obj in self.world.vmis.items():
+            self._index_vmi(key, obj)
+
+    def _index_vmi(self, key: Any, obj: Mapping[str, Any] | None) -> None:
+        """Keep the VMIs-by-node index in step with the VMIs (under the lock)."""
+        old = self._vmi_node_of.pop(key, None)
+        new = hm.vmi_node(obj) if obj is not None and hm.vmi_active(obj) else None
+        if old is not None:
+            self._vmi_keys_by_node.get(old, {}).pop(key, None)
+        if new is not None:
+            self._vmi_node_of[key] = new
+            self._vmi_keys_by_node.setdefault(new, {})[key] = None
+        for node in {n for n in (old, new) if n is not None}:
+            keys = self._vmi_keys_by_node.get(node)
+            if keys:
+                self._vmis_by_node[node] = tuple(self.world.vmis[k] for k in keys)
+            else:
+                self._vmi_keys_by_node.pop(node, None)
+                self._vmis_by_node.pop(node, None)
 
     def _index_host(self, name: str, obj: Mapping[str, Any] | None) -> None:
         """Keep the node index and the dependents in step with the Hosts (under the lock)."""
@@ -396,11 +425,10 @@ class HostReconciler:
             w = self.world
             cached = self._snapshot
             if cached is None or cached[0] != self._version:
-                vmis = dict(w.vmis)
                 cached = (self._version, hm.World(
                     hosts=dict(w.hosts), nodes=dict(w.nodes), vms=dict(w.vms),
-                    vmis=vmis, vmims=dict(w.vmims), pod_requests=dict(w.pod_requests),
-                    kubevirt=w.kubevirt, vmis_by_node=hm.index_vmis(vmis)))
+                    vmis=dict(w.vmis), vmims=dict(w.vmims), pod_requests=dict(w.pod_requests),
+                    kubevirt=w.kubevirt, vmis_by_node=dict(self._vmis_by_node)))
                 self._snapshot = cached
             return replace(cached[1], leases=dict(w.leases))
 

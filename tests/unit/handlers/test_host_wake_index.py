@@ -219,7 +219,7 @@ def test_a_comeback_is_a_gap_between_renewals_not_a_late_event() -> None:
     assert came_back
 
 
-def test_the_vmis_of_a_node_come_from_the_snapshots_index() -> None:
+def test_the_vmis_of_a_node_come_from_an_index_kept_per_vmi_event() -> None:
     r = reconciler()
 
     def vmi(name: str, node_name: str, phase: str = "Running") -> dict[str, Any]:
@@ -240,3 +240,17 @@ def test_the_vmis_of_a_node_come_from_the_snapshots_index() -> None:
     moved = r.snapshot()  # a new version: a new index
     assert ("ns", "v1") in {hm.key_of(v) for v in hm.vmis_on(moved, "n2")}
     assert ("ns", "v1") not in {hm.key_of(v) for v in hm.vmis_on(moved, "n1")}
+    # a final phase or a deletion takes a VMI out; the newest body is the one listed
+    r.put("vmis", ("ns", "v1"), vmi("v1", "n2", "Failed") | {"metadata": {
+        "name": "v1", "namespace": "ns", "uid": "v1", "resourceVersion": "3"}})
+    r.put("vmis", ("ns", "v2"), vmi("v2", "n2"), deleted=True)
+    r.put("vmis", ("ns", "v8"), vmi("v8", "n2") | {"metadata": {
+        "name": "v8", "namespace": "ns", "uid": "v8", "resourceVersion": "5"}})
+    last = r.snapshot()
+    on_n2 = {hm.key_of(v): v for v in hm.vmis_on(last, "n2")}
+    assert ("ns", "v1") not in on_n2 and ("ns", "v2") not in on_n2
+    assert on_n2[("ns", "v8")]["metadata"]["resourceVersion"] == "5"
+    scanned = replace(last, vmis_by_node=None)
+    for n in ("n0", "n1", "n2"):
+        assert sorted(hm.key_of(v) for v in hm.vmis_on(last, n)) == \
+            sorted(hm.key_of(v) for v in hm.vmis_on(scanned, n))
