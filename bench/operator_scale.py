@@ -625,6 +625,10 @@ def run_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
                 try:
                     wait_until("engine up", lambda: lab.cmd("status")["engines"].get("engine")
                                == "EngineUp", args.engine_timeout)
+                    up = {"phase": "operator start -> EngineUp",
+                          "seconds": round(time.monotonic() - t2, 1)}
+                    print(json.dumps(up), flush=True)
+                    rows.append(up)
                 except TimeoutError:
                     print(json.dumps({"engine": lab.cmd("status")["engines"]}), flush=True)
             if args.settle > 0:
