@@ -1226,9 +1226,14 @@ def filtered_skew(history: deque[tuple[datetime, float]], sample: float, receive
 
 
 def _skew_changed(written: float, measured: float) -> bool:
+    """Whether a measured skew is news: it crosses the limit, or beyond the limit it moved by
+    :data:`SKEW_RESOLUTION`. Within the limit the node is in sync and the value written stays
+    (at 1,000 Hosts the delivery jitter of the Lease events, 0.2 s at p50 but 8 s at p99,
+    still rewrote about 100 Host statuses a minute with in-sync values)."""
     limit = CLOCK_SKEW_LIMIT_SECONDS
-    crossed = (abs(written) > limit) != (abs(measured) > limit)
-    return crossed or abs(written - measured) >= SKEW_RESOLUTION
+    if (abs(written) > limit) != (abs(measured) > limit):
+        return True
+    return abs(measured) > limit and abs(written - measured) >= SKEW_RESOLUTION
 
 
 def _fingerprint(host: Host) -> str:

@@ -288,7 +288,11 @@ class PowerManagementStatus(StatusModel):
 
 
 class ClockSkewStatus(StatusModel):
-    seconds: float | None = Field(default=None, description="Node clock minus API server clock.")
+    seconds: float | None = Field(
+        default=None,
+        description="Node clock minus the operator's clock, from the node's Lease renewals. "
+                    "Rewritten when it crosses the 2 s limit, or beyond the limit when it "
+                    "moves by 0.5 s; within the limit it is the value last written.")
     measured_at: datetime | None = None
 
 

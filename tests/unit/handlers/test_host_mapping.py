@@ -299,9 +299,11 @@ def test_requests_and_quantities() -> None:
 
 @pytest.mark.parametrize(("written", "measured", "changed"), [
     (0.0, 0.1, False),   # noise
-    (0.0, 0.6, True),    # moved by more than the resolution
+    (0.0, 0.6, False),   # in sync either way: delivery jitter, not news
+    (-0.05, -1.9, False),  # still in sync
     (1.9, 2.1, True),    # crossed the 2 s limit
     (3.0, 3.2, False),   # still skewed, about the same
+    (3.0, 3.6, True),    # skewed, moved by more than the resolution
     (-2.5, -1.5, True),  # back under the limit
 ])
 def test_clock_skew_is_rewritten_only_when_it_matters(written: float, measured: float,
