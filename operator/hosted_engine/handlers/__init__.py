@@ -7,6 +7,7 @@ from hosted_engine.handlers import (
     backup,
     host,
     hostedengine,
+    kopf_relist,  # deletions missed while a watch was down (re-list): see the module
     kopf_scale,  # before kopf.operator() builds its toggle sets: see the module
     restore,
     rollingmaintenance,
@@ -18,6 +19,7 @@ __all__ = [
     "backup",
     "host",
     "hostedengine",
+    "kopf_relist",
     "kopf_scale",
     "restore",
     "rollingmaintenance",
