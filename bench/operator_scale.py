@@ -251,6 +251,19 @@ class LabChild:
             "t": time.time(),
         }
 
+    async def host_fields(self) -> dict[str, dict[str, str]]:
+        """Every Host's status, field by field (conditions by type), as JSON strings: two of
+        them tell which fields the operator rewrote in between."""
+        hosts = (await self.lab.client.list(GROUP, VERSION, "hosts")).get("items") or []
+        out: dict[str, dict[str, str]] = {}
+        for h in hosts:
+            status = dict(h.get("status") or {})
+            fields = {f"conditions.{c.get('type')}": json.dumps(c, sort_keys=True)
+                      for c in status.pop("conditions", None) or []}
+            fields.update({k: json.dumps(v, sort_keys=True) for k, v in status.items()})
+            out[str(h["metadata"]["name"])] = fields
+        return out
+
     async def bump_hosts(self) -> dict[str, Any]:
         """A new generation for every Host (spec.maintenance.timeout 30m <-> 31m)."""
         client = self.lab.client
@@ -531,6 +544,7 @@ def idle_window(lab: LabProcess, op: OperatorProcess, window: float, label: str
     """Operator CPU and RSS, its API requests per minute by verb/resource, and its Lease
     watch lag (count, p50, p99 of the events handled in the window), over ``window``."""
     lag0 = op.watch_lag()
+    f0 = lab.cmd("host_fields")
     s0, c0, w0 = lab.cmd("status"), op.cpu_seconds(), time.monotonic()
     rss: list[float] = []
     while time.monotonic() - w0 < window:
@@ -538,6 +552,9 @@ def idle_window(lab: LabProcess, op: OperatorProcess, window: float, label: str
         rss.append(op.rss_mib())
     s1, c1, wall = lab.cmd("status"), op.cpu_seconds(), time.monotonic() - w0
     lag1 = op.watch_lag()
+    f1 = lab.cmd("host_fields")
+    rewritten = Counter(field for name, fields in f1.items() for field, value in fields.items()
+                        if f0.get(name, {}).get(field) != value)
     delta = Counter(s1["requests"])
     delta.subtract(s0["requests"])
     per_min = {k: round(v * 60 / wall, 1) for k, v in sorted(delta.items()) if v}
@@ -548,6 +565,7 @@ def idle_window(lab: LabProcess, op: OperatorProcess, window: float, label: str
         "requests_per_min": round(sum(delta.values()) * 60 / wall, 1),
         "by_verb_resource_per_min": per_min,
         "lease_watch_lag": lag_summary(lag0, lag1),
+        "host_status_fields_changed": dict(rewritten.most_common()),
         "lab_cpu_pct": round(100 * (s1["lab_cpu_s"] - s0["lab_cpu_s"]) / wall, 1),
         "lab_rss_mib": s1["lab_rss_mib"],
         "load_average": load_average(),
