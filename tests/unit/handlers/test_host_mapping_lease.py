@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from host_fixtures import host_obj, ready_node, stamp
 from hosted_engine.adapters.fencing import pods_to_release
 from hosted_engine.handlers import host as handler
 from hosted_engine.handlers import host_mapping as hm
@@ -19,28 +20,6 @@ T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NAMES = ("node-1", "node-2", "node-3")
 
 
-def stamp(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def node(name: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": {}},
-            "spec": {},
-            "status": {"allocatable": {"memory": "64Gi", "cpu": "16"},
-                       "conditions": [{"type": "Ready", "status": "True",
-                                       "lastTransitionTime": stamp(T0),
-                                       "lastHeartbeatTime": stamp(T0)}]}}
-
-
-def host_obj(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "hostedengine.io/v1alpha1", "kind": "Host",
-            "metadata": {"name": name, "generation": 1, "annotations": annotations or {}},
-            "spec": {"nodeName": name, "powerManagement": {
-                "type": "redfish", "address": "10.0.0.1",
-                "credentialsSecretRef": {"name": "bmc", "namespace": "ops"}}},
-            "status": {}}
-
-
 def lease(name: str, renewed: datetime, duration: int = 40) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "kube-node-lease"},
             "spec": {"holderIdentity": name, "leaseDurationSeconds": duration,
@@ -50,7 +29,7 @@ def lease(name: str, renewed: datetime, duration: int = 40) -> dict[str, Any]:
 def world(renewed: dict[str, float]) -> hm.World:
     return hm.World(
         hosts={n: host_obj(n) for n in NAMES},
-        nodes={n: node(n) for n in NAMES},
+        nodes={n: ready_node(n, T0) for n in NAMES},
         leases={n: (T0 + timedelta(seconds=s), 40.0) for n, s in renewed.items()},
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from host_fixtures import host_obj, ready_node, stamp
 from hosted_engine.handlers import host_mapping as hm
 from hosted_engine.handlers import hostedengine as he_handler
 from hosted_engine.logic import engine_vm as ev
@@ -22,27 +23,6 @@ NAMES = ("node-1", "node-2", "node-3")
 FENCE = {"hostedengine.io/fence-request": "hostedengine.engine.he/r1"}
 
 
-def stamp(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def node(name: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": {}}, "spec": {},
-            "status": {"allocatable": {"memory": "64Gi", "cpu": "16"},
-                       "conditions": [{"type": "Ready", "status": "True",
-                                       "lastTransitionTime": stamp(T0),
-                                       "lastHeartbeatTime": stamp(T0)}]}}
-
-
-def host_obj(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "hostedengine.io/v1alpha1", "kind": "Host",
-            "metadata": {"name": name, "generation": 1, "annotations": annotations or {}},
-            "spec": {"nodeName": name, "hostedEngine": "deploy", "powerManagement": {
-                "type": "redfish", "address": "10.0.0.1",
-                "credentialsSecretRef": {"name": "bmc", "namespace": "ops"}}},
-            "status": {}}
-
-
 def ages(node_1: float, others: float) -> dict[str, float]:
     """Seconds since each node's last renewal seen: node-1's, the others' (a few apart)."""
     return {"node-1": node_1, "node-2": others, "node-3": others + 3.0}
@@ -53,14 +33,14 @@ def ages(node_1: float, others: float) -> dict[str, float]:
 
 def host_world(age: dict[str, float]) -> hm.World:
     return hm.World(
-        hosts={n: host_obj(n) for n in NAMES},
-        nodes={n: node(n) for n in NAMES},
+        hosts={n: host_obj(n, hostedEngine="deploy") for n in NAMES},
+        nodes={n: ready_node(n, T0) for n in NAMES},
         leases={n: (NOW - timedelta(seconds=s), 40.0) for n, s in age.items()},
     )
 
 
 def host_observation(age: dict[str, float]) -> lc.HostObservation:
-    host = Host.model_validate(host_obj("node-1", FENCE))
+    host = Host.model_validate(host_obj("node-1", FENCE, hostedEngine="deploy"))
     return hm.observe(host, host_world(age), NOW, hm.HostSettings(), None)
 
 
@@ -90,7 +70,7 @@ def test_host_one_lease_sixty_seconds_old_among_fresh_ones_is_lost() -> None:
 def test_the_fence_re_read_still_judges_a_fresh_lease_by_the_wall_clock() -> None:
     # the handler's re-read right before a power-off: one Node and its Lease from a GET, no
     # horizon -- a Lease that is really 60 s old is silent for 60 s, whatever the cache says
-    fresh = hm.World(nodes={"node-1": node("node-1")},
+    fresh = hm.World(nodes={"node-1": ready_node("node-1", T0)},
                      leases={"node-1": (NOW - timedelta(seconds=60), 40.0)})
     cached = host_observation(ages(60.0, 60.0))
     again = lc.HostObservation(host="node-1", now=NOW, node=hm.node_observation(fresh, "node-1"),
@@ -136,8 +116,8 @@ def lease_index(age: dict[str, float]) -> dict[str, Any]:
 def he_decision(age: dict[str, float]) -> tuple[ha.Observation, ha.Decision]:
     index = lease_index(age)
     world = ev.World(
-        hosts=tuple(host_obj(n) for n in NAMES),
-        nodes={n: node(n) for n in NAMES},
+        hosts=tuple(host_obj(n, hostedEngine="deploy") for n in NAMES),
+        nodes={n: ready_node(n, T0) for n in NAMES},
         leases={n: renewed for n, (renewed, _) in index.items()},
         lease_durations={n: d for n, (_, d) in index.items() if d is not None},
     )
