@@ -418,6 +418,14 @@ class LabFailed(AssertionError):
         self.error = error
 
 
+def start_engine(cluster: Cluster, replicas: Replicas, what: str) -> None:
+    """A first replica, the lab's Hosts and StorageDomain, the HostedEngine; wait until up."""
+    cluster.operator = replicas.start()
+    prepare(cluster)
+    cluster.create(HOSTEDENGINES, he_body())
+    converged(cluster, what, timeout=90)
+
+
 def run_lab(seed: int, faults: int, drawn: Counter[str]) -> list[str]:
     """One lab with ``faults`` faults drawn from ``seed``: every kind once in a seeded order,
     then random ones. Returns what was done; raises :class:`LabFailed` (the failing scenario
@@ -432,10 +440,7 @@ def run_lab(seed: int, faults: int, drawn: Counter[str]) -> list[str]:
         replicas = Replicas(lab)
         cluster = Cluster(lab, None)
         try:
-            cluster.operator = replicas.start()
-            prepare(cluster)
-            cluster.create(HOSTEDENGINES, he_body())
-            converged(cluster, f"seed {seed} at the start", timeout=90)
+            start_engine(cluster, replicas, f"seed {seed} at the start")
             with Monitor(cluster) as monitor:
                 for kind in kinds:
                     drawn[kind] += 1
@@ -503,10 +508,7 @@ def test_a_resumed_replica_sees_the_engine_vmi_replaced_during_its_pause() -> No
         replicas = Replicas(lab)
         cluster = Cluster(lab, None)
         try:
-            cluster.operator = replicas.start()
-            prepare(cluster)
-            cluster.create(HOSTEDENGINES, he_body())
-            converged(cluster, "at the start", timeout=90)
+            start_engine(cluster, replicas, "at the start")
             engine = str(field(cluster.get(HOSTEDENGINES, NAME, NS), "status.host"))
             old = field(engine_vmi(cluster), "metadata.uid")
             pauses = replicas.pauses
