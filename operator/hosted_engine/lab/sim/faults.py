@@ -33,7 +33,7 @@ CONTROL_GROUP = "lab.hostedengine.io"
 CONTROL_VERSION = "v1"
 VM_ACTIONS = ("crash-vm", "hang-guest", "heal-guest", "set-migration-bandwidth")
 NODE_ACTIONS = ("fail-node", "recover-node", "partition-node", "heal-partition")
-BMC_ACTIONS = ("bmc-down", "bmc-up", "slow-bmc")
+BMC_ACTIONS = ("bmc-down", "bmc-up")  # and "slow-bmc", which takes a value
 
 Hook = Callable[..., Awaitable[Any] | Any]
 StatusSection = Callable[[], Awaitable[Any] | Any]
@@ -251,7 +251,7 @@ class LabFaults:
         if action in NODE_ACTIONS:
             method = getattr(self, action.replace("-", "_"))
             return await method(target)
-        if action in ("bmc-down", "bmc-up"):
+        if action in BMC_ACTIONS:
             return await getattr(self, action.replace("-", "_"))(target)
         if action == "slow-bmc":
             return await self.slow_bmc(target, float(value if value is not None else 0.0))
