@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import Cluster, LabCluster, wait_for
 from hosted_engine.lab.apiserver.admission import AdmissionRequest
-from hosted_engine.lab.sim.timings import LabTimings
 from hostedengine_lab import HOST_ENV, NS
 from killpoints import KillAtWrite, OperatorProcess
 from test_backup import (
@@ -35,12 +33,6 @@ pytestmark = pytest.mark.lab
 
 LONG = os.environ.get("HE_LONG_TESTS") == "1"
 SEEDS = [0, 1, 2, 3, 4, 5] if LONG else [2]
-
-
-@pytest.fixture
-def lab_cluster() -> Iterator[LabCluster]:
-    with LabCluster(3, timings=LabTimings.fast()) as lab:
-        yield lab
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness import HOSTEDENGINES, STORAGEDOMAINS, Cluster, LabCluster, conditions, wait_for
-from hosted_engine.lab.sim.timings import LabTimings
 from hostedengine_lab import HOST_ENV, NS, PVCS, ROOT
 from killpoints import KillAtWrite, OperatorProcess
 from test_backup import ENGINE
@@ -54,12 +52,6 @@ class KillAtRestoreWrite(KillAtWrite):
             return False
         return super().matches(verb, group, resource, subresource, namespace, name, local,
                                user_agent)
-
-
-@pytest.fixture
-def lab_cluster() -> Iterator[LabCluster]:
-    with LabCluster(3, timings=LabTimings.fast()) as lab:
-        yield lab
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import Cluster, LabCluster, wait_for
-from hosted_engine.lab.sim.timings import LabTimings
 from killpoints import KillAtWrite, OperatorProcess
 from test_rolling import (
     RUNS,
@@ -36,12 +34,6 @@ pytestmark = pytest.mark.lab
 LONG = os.environ.get("HE_LONG_TESTS") == "1"
 SEEDS = [0, 1, 2, 3, 4, 5] if LONG else [1]
 HOSTS_ = ("node-1", "node-2", "node-3")
-
-
-@pytest.fixture
-def lab_cluster() -> Iterator[LabCluster]:
-    with LabCluster(3, timings=LabTimings.fast()) as lab:
-        yield lab
 
 
 @pytest.mark.parametrize("seed", SEEDS)
